@@ -1,0 +1,201 @@
+"""The command surface: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tapeout.errors import TapeoutError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Design AI chips, predict workloads, price fleets.",
+)
+hardware_app = typer.Typer(no_args_is_help=True, help="The hardware catalog.")
+models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+app.add_typer(hardware_app, name="hardware")
+app.add_typer(models_app, name="models")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+console = Console()
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    return table
+
+
+# ---- hardware -----------------------------------------------------------------------------
+@hardware_app.command("list")
+def hardware_list(as_json: JsonFlag = False) -> None:
+    """Every chip in the catalog."""
+    from tapeout.hardware import all_chips
+
+    rows = [c.summary() for c in all_chips()]
+    _print_json(rows) if as_json else console.print(_table("hardware", rows))
+
+
+@hardware_app.command("show")
+def hardware_show(chip_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """One chip with every field and its sources."""
+    from tapeout.hardware import get_chip
+
+    chip = get_chip(chip_id)
+    data = chip.model_dump(mode="json")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"{chip.name} ({chip.id})", show_header=False)
+    for key, value in data.items():
+        if key not in ("sources", "notes"):
+            table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    console.print(table)
+    for key, src in chip.sources.items():
+        console.print(f"[dim]{key}: {src}[/dim]")
+
+
+# ---- models -------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(as_json: JsonFlag = False) -> None:
+    """Every model in the catalog with its derived parameter count."""
+    from tapeout.workloads.models import all_models
+
+    rows = [m.summary() for m in all_models()]
+    _print_json(rows) if as_json else console.print(_table("models", rows))
+
+
+@models_app.command("show")
+def models_show(model_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """One model: its config, derived parameter count and sources."""
+    from tapeout.workloads.models import get_model
+
+    m = get_model(model_id)
+    data = {
+        **m.summary(),
+        "active_params": getattr(m.config, "active_param_count", m.config.param_count)(),
+        "source": m.source,
+        "published_params_source": m.published_params_source,
+        "config": m.config.model_dump(mode="json", exclude_none=True),
+    }
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"{m.name} ({m.id})", show_header=False)
+    for key, value in data.items():
+        table.add_row(
+            key,
+            json.dumps(value)
+            if isinstance(value, dict | list)
+            else f"{value:,}"
+            if isinstance(value, int)
+            else str(value),
+        )
+    console.print(table)
+
+
+# ---- validation ---------------------------------------------------------------------------
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:,.0f}"
+
+
+@app.command()
+def validate(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="A case file (schema tapeout-validation/1); default: the bundled public cases."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict every case of a validation file and report the errors."""
+    from tapeout.validate import PUBLIC_CASES, run
+
+    report = run(file or PUBLIC_CASES)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title=f"validation: {file or 'bundled public cases'}")
+    for col in ("case", "kind", "metric", "measured", "predicted", "error"):
+        table.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
+    for c in report["cases"]:
+        err = c["error"]
+        if err is None:
+            err_s = f"[yellow]unsupported: {c.get('reason', '')}[/yellow]"
+        else:
+            color = "green" if abs(err) <= 0.10 else "yellow" if abs(err) <= 0.25 else "red"
+            err_s = f"[{color}]{100 * err:+.1f}%[/{color}]"
+        table.add_row(c["id"], c["kind"], c["metric"], _fmt(c["measured"]), _fmt(c["predicted"]), err_s)
+    console.print(table)
+    s = report["summary"]
+    kinds = Table(title="by kind")
+    for col in ("kind", "cases", "MAPE", "unsupported"):
+        kinds.add_column(col)
+    for kind, k in s["by_kind"].items():
+        kinds.add_row(kind, str(k["n"]), f"{100 * k['mape']:.1f}%", str(k.get("unsupported", 0)))
+    console.print(kinds)
+    console.print(
+        f"MAPE {100 * s['mape']:.1f}% over {s['n']} cases (an unsupported case counts as 100 %); "
+        f"within 10 %: {100 * s['within_10pct']:.0f}%, within 25 %: {100 * s['within_25pct']:.0f}%; "
+        f"unsupported: {s['unsupported']}"
+    )
+
+
+@app.command()
+def calibrate(
+    cases: Annotated[
+        Path | None, typer.Option(help="Case file to fit on; default: the bundled public cases.")
+    ] = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Write the fitted figures into calibration.yaml.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-derive the efficiency figures from the public cases, with held-out errors."""
+    from tapeout.calibrate import calibrate as fit
+    from tapeout.validate import PUBLIC_CASES
+
+    result = fit(cases or PUBLIC_CASES, write=write)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title="calibration figures")
+    for col in ("figure", "stack", "fitted", "in file", "cases"):
+        table.add_column(col)
+    for f in result["figures"]:
+        table.add_row(f["figure"], f["stack"], f"{f['fitted']:.3f}", f"{f['current']:.3f}", str(f["n"]))
+    console.print(table)
+    loo = Table(title="held-out (leave-one-out) error per case")
+    for col in ("case", "in-sample", "held-out"):
+        loo.add_column(col)
+    for c in result["cases"]:
+        loo.add_row(c["id"], f"{100 * c['in_sample']:+.1f}%", f"{100 * c['held_out']:+.1f}%")
+    console.print(loo)
+    console.print(
+        f"MAPE in-sample {100 * result['mape_in_sample']:.1f}%, held-out {100 * result['mape_held_out']:.1f}%"
+        + ("; written to calibration.yaml" if write else "")
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except TapeoutError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,67 @@
+"""One error type for bad input, and the translation of schema errors into sentences that name
+the file, the entry, the field, the value and the unit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from tapeout.units import unit_of
+
+
+class TapeoutError(ValueError):
+    """Bad input: a spec, model, case or option that is wrong or impossible."""
+
+
+class UnknownIdError(TapeoutError, KeyError):
+    """An id not in a catalog; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def unknown_id(what: str, name: str, known: Iterable[str]) -> UnknownIdError:
+    return UnknownIdError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
+
+
+def _where(origin: str | None, entry: str | None) -> str:
+    parts = [p for p in (origin, entry) if p]
+    return ": ".join(parts) + ": " if parts else ""
+
+
+def field_error(origin: str | None, entry: str | None, field: str, message: str) -> TapeoutError:
+    unit = unit_of(field.rsplit(".", 1)[-1])
+    suffix = f" (unit: {unit})" if unit and "unit" not in message else ""
+    return TapeoutError(f"{_where(origin, entry)}field {field!r}: {message}{suffix}")
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def from_validation(
+    exc: pydantic.ValidationError, origin: str | None, entry: str | None, prefix: str = ""
+) -> TapeoutError:
+    """Turn pydantic's error list into one TapeoutError naming every bad field."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = (prefix + "." if prefix and loc else prefix) + _loc(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown field"
+        elif kind == "missing":
+            msg = "missing"
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        unit = unit_of(field.rsplit(".", 1)[-1])
+        lines.append(f"field {field!r}: {msg}" + (f" (unit: {unit})" if unit else ""))
+    return TapeoutError(_where(origin, entry) + "; ".join(lines))
+
+
+def require_mapping(value: Any, origin: str | None, entry: str | None, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise field_error(origin, entry, field, f"expected a mapping, got {type(value).__name__}")
+    return value

@@ -1,0 +1,105 @@
+"""Matmul cost: output tiles on the chip's cores, wave quantization, DRAM traffic given on-chip
+SRAM, and the per-precision peak.
+
+The model follows how tuned GEMM libraries (cuBLAS, CUTLASS, hipBLASLt, XLA) run a product:
+the m x n output is cut into tiles of tm x tn (multiples of the matrix unit, small enough that
+a double-buffered k-slice of both operands fits in one core's SRAM); tiles run in waves of
+`num_cores`, so a last, partial wave costs a full one; a tile's time is its FLOPs at one core's
+share of the peak (times the stack's matmul efficiency). Operands come from DRAM once per block
+of output served from the shared SRAM (the L2 of a GPU): the tiles of one wave, or as large a
+block as half the SRAM can hold full-k operand panels for; without shared SRAM each tile
+re-reads its panels. Small products split k across idle cores (split-K) and pay for the partial
+sums. Like the libraries' heuristics, the rule picks the fastest of these few candidates; it is
+one mapping evaluated per candidate, not a search.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from tapeout.hardware.spec import BYTES_PER_ELEMENT
+from tapeout.perf.common import finish
+from tapeout.perf.cost import Cost
+from tapeout.perf.rules import cost_rule
+from tapeout.perf.system import System
+from tapeout.workloads.ops import Matmul, OpKind
+
+K_SLICE = 64  # k-depth of one pipeline stage of a tile (CUTLASS's common 64)
+STAGES = 2  # double buffering
+SPLIT_K_MIN_DEPTH = 256  # no split leaves a core less than this much k
+
+
+@lru_cache(maxsize=256)
+def _tile_candidates(rows: int, cols: int, sram_per_core: float, bpe: float) -> tuple[tuple[int, int], ...]:
+    r, c = max(64, rows), max(64, cols)
+    tiles = [(a * r, b * c) for a in (1, 2, 4) for b in (1, 2, 4) if a * r <= 512 and b * c <= 512]
+    fits = [(tm, tn) for tm, tn in tiles if (tm + tn) * K_SLICE * bpe * STAGES <= sram_per_core]
+    return tuple(fits or [min(tiles, key=lambda t: t[0] * t[1])])
+
+
+@cost_rule(OpKind.MATMUL)
+def matmul_cost(op: Matmul, system: System) -> Cost:
+    """Cost of `groups` m x n x k products.
+
+    >>> from tapeout.hardware import get_chip
+    >>> sys = System.of(get_chip("a100-sxm-80gb"))
+    >>> c = matmul_cost(Matmul(m=8192, n=8192, k=8192), sys)
+    >>> c.flops == 2 * 8192**3 and 0.5 < c.achieved_flops / 312e12 < 1.0
+    True
+    """
+    return _matmul_cost(op.m, op.n, op.k, op.groups, op.precision, op.out_precision, system)
+
+
+@lru_cache(maxsize=65536)
+def _matmul_cost(
+    m: int, n: int, k: int, groups: int, precision: str, out_precision: str, system: System
+) -> Cost:
+    chip = system.chip
+    bpe = BYTES_PER_ELEMENT[precision]
+    bpe_out = BYTES_PER_ELEMENT[out_precision]
+    peak = chip.peak_flops(precision)
+    cores = chip.num_cores
+    core_rate = peak * system.cal.matmul(precision) / cores
+    mem_rate = chip.memory_bandwidth * system.cal.memory
+    l2 = chip.sram_shared_bytes
+    mu = chip.matrix_unit
+    tiles = _tile_candidates(mu.rows if mu else 64, mu.cols if mu else 64, chip.sram_per_core_bytes, bpe)
+
+    flops = 2.0 * m * n * k * groups
+    a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe, m * n * bpe_out
+    best: tuple[float, float, float, float] | None = None  # (time, compute, memory, dram bytes)
+    for tm, tn in tiles:
+        m_tiles, n_tiles = -(-m // tm), -(-n // tn)
+        out_tiles = m_tiles * n_tiles * groups
+        splits = 1
+        if out_tiles < cores:
+            splits = max(1, min(cores // out_tiles, k // SPLIT_K_MIN_DEPTH))
+        waves = -(-out_tiles * splits // cores)
+        compute = waves * 2.0 * tm * tn * (k / splits) / core_rate
+        if l2 > 0:
+            # The output block whose operand panels the shared SRAM serves: at least the tiles
+            # of one wave (they run together), and as much as half the SRAM can hold as full-k
+            # panels of A and B (kept across waves by a raster-order schedule).
+            side = max(math.sqrt(min(out_tiles, cores) * tm * tn), l2 / 2 / (2 * k * bpe))
+            bm, bn = min(m_tiles * tm, max(tm, side)), min(n_tiles * tn, max(tn, side))
+        else:
+            bm, bn = tm, tn
+        traffic = groups * (a_bytes * math.ceil(n / bn) + b_bytes * math.ceil(m / bm) + c_bytes)
+        if splits > 1:  # partial sums in fp32, written and read back once
+            traffic += groups * 2 * splits * m * n * 4
+        memory = traffic / mem_rate
+        t = max(compute, memory)
+        if best is None or t < best[0]:
+            best = (t, compute, memory, traffic)
+    assert best is not None
+    _, compute, memory, traffic = best
+    return finish(
+        system,
+        compute_s=compute,
+        memory_s=memory,
+        overhead_s=system.cal.kernel_overhead_us * 1e-6,
+        flops=flops,
+        peak_flops=peak,
+        dram_bytes=traffic,
+    )

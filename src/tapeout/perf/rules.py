@@ -1,0 +1,61 @@
+"""The cost-rule registry and the one interpreter that walks a graph and adds the results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from tapeout.perf.cost import ZERO, Cost
+from tapeout.perf.system import System
+from tapeout.workloads.ops import Op, OpKind
+
+OpT = TypeVar("OpT", bound=Op)
+Rule = Callable[[Op, System], Cost]
+
+_RULES: dict[OpKind, Rule] = {}
+
+
+class MissingRuleError(LookupError):
+    pass
+
+
+def cost_rule(*kinds: OpKind) -> Callable[[Callable[[OpT, System], Cost]], Callable[[OpT, System], Cost]]:
+    """Register the cost rule for one or more op kinds."""
+
+    def register(fn: Callable[[OpT, System], Cost]) -> Callable[[OpT, System], Cost]:
+        for kind in kinds:
+            if kind in _RULES:
+                raise RuntimeError(f"two cost rules for {kind}")
+            _RULES[kind] = fn  # type: ignore[assignment]
+        return fn
+
+    return register
+
+
+def op_cost(op: Op, system: System) -> Cost:
+    """The cost of one op on one system.
+
+    >>> from tapeout.hardware import get_chip
+    >>> from tapeout.workloads.ops import Matmul
+    >>> c = op_cost(Matmul(m=4096, n=4096, k=4096), System.of(get_chip("h100-sxm")))
+    >>> c.flops == 2 * 4096**3, c.bound
+    (True, 'compute')
+    """
+    rule = _RULES.get(op.kind)
+    if rule is None:
+        raise MissingRuleError(
+            f"no cost rule for op {op.name or type(op).__name__!r} of kind {op.kind.value}"
+        )
+    return rule(op, system)
+
+
+def graph_cost(ops: Iterable[Op], system: System) -> Cost:
+    """Ops run one after another: their costs add."""
+    total = ZERO
+    for op in ops:
+        total = total + op_cost(op, system)
+    return total
+
+
+def registered_kinds() -> frozenset[OpKind]:
+    return frozenset(_RULES)

@@ -1,0 +1,62 @@
+"""A system: chips of one kind, how they are wired, and the efficiency figures they run with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tapeout.errors import TapeoutError
+from tapeout.hardware.spec import ChipSpec
+from tapeout.perf.calibration import Calibration, calibration_for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class System:
+    chip: ChipSpec
+    chips: int
+    chips_per_node: int
+    scale_up_domain: int  # chips reachable over scale-up links
+    nic_bandwidth: float  # bytes/s per direction per chip on the scale-out network
+    cal: Calibration
+
+    @classmethod
+    def of(
+        cls,
+        chip: ChipSpec,
+        chips: int = 1,
+        *,
+        chips_per_node: int | None = None,
+        scale_out_gbit_s_per_chip: float | None = None,
+        calibration: Calibration | None = None,
+    ) -> System:
+        """`chips` of `chip` in its default node, unless told otherwise.
+
+        >>> from tapeout.hardware import get_chip
+        >>> System.of(get_chip("h100-sxm"), 16).scale_up_domain
+        8
+        """
+        if chips < 1:
+            raise TapeoutError(f"field 'chips': must be >= 1, got {chips}")
+        per_node = chips_per_node or chip.node.chips_per_node
+        if per_node < 1:
+            raise TapeoutError(f"field 'chips_per_node': must be >= 1, got {per_node}")
+        # A scale-up domain spans nodes only where the catalog says so (NVL72, TPU pods).
+        domain = chip.node.scale_up_domain_chips
+        if chips_per_node is not None and domain == chip.node.chips_per_node:
+            domain = per_node
+        if scale_out_gbit_s_per_chip is not None and scale_out_gbit_s_per_chip < 0:
+            raise TapeoutError(
+                f"field 'network.scale_out_gbit_s_per_chip': must be >= 0, got {scale_out_gbit_s_per_chip} Gbit/s"
+            )
+        nic = (
+            scale_out_gbit_s_per_chip * 1e9 / 8
+            if scale_out_gbit_s_per_chip is not None
+            else chip.nic_bandwidth
+        )
+        return cls(
+            chip=chip,
+            chips=chips,
+            chips_per_node=per_node,
+            scale_up_domain=min(domain, chips) if chip.scale_up else 1,
+            nic_bandwidth=nic,
+            cal=calibration or calibration_for(chip.family),
+        )
