@@ -7,10 +7,21 @@ from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import all_models, get_model, load_config_json, model_ids, resolve_model
 from tapeout.workloads.recsys import RecsysConfig
 
-REQUIRED = (
-    "gpt-j-6b llama-2-7b llama-2-13b llama-2-70b llama-3.1-8b llama-3.1-70b llama-3.1-405b "
-    "mixtral-8x7b deepseek-v3 gpt3-175b nemotron-4-340b bert-large dlrm-v2"
-).split()
+REQUIRED = [
+    "gpt-j-6b",
+    "llama-2-7b",
+    "llama-2-13b",
+    "llama-2-70b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "mixtral-8x7b",
+    "deepseek-v3",
+    "gpt3-175b",
+    "nemotron-4-340b",
+    "bert-large",
+    "dlrm-v2",
+]
 
 
 def test_catalog_has_every_required_model():
@@ -54,15 +65,15 @@ def test_config_json_loads(tmp_path):
 def test_bad_configs_name_the_field(tmp_path):
     with pytest.raises(TapeoutError, match="num_key_value_heads"):
         resolve_model({"base": "llama-2-7b", "num_key_value_heads": 5})
-    with pytest.raises(TapeoutError, match="hidden_sise.*unknown field"):
+    with pytest.raises(TapeoutError, match=r"hidden_sise.*unknown field"):
         resolve_model({"base": "llama-2-7b", "hidden_sise": 5})
     with pytest.raises(TapeoutError, match="hidden_size"):
         resolve_model({"base": "llama-2-7b", "hidden_size": "big"})
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "mamba", "hidden_size": 8}))
-    with pytest.raises(TapeoutError, match="model_type.*known"):
+    with pytest.raises(TapeoutError, match=r"model_type.*known"):
         load_config_json(path)
-    with pytest.raises(UnknownIdError, match="known: .*llama-2-7b"):
+    with pytest.raises(UnknownIdError, match=r"known: .*llama-2-7b"):
         get_model("llama-9")
 
 
@@ -83,7 +94,7 @@ def test_recsys_errors_list_what_is_valid():
     assert base.lookups_per_sample == 214
     with pytest.raises(TapeoutError, match="'dot', 'dcn' or 'transformer'"):
         resolve_model({"base": "dlrm-v2", "interaction": {"kind": "attention"}})
-    with pytest.raises(TapeoutError, match="skew_alpha.*less than or equal to 3"):
+    with pytest.raises(TapeoutError, match=r"skew_alpha.*less than or equal to 3"):
         resolve_model({**base.model_dump(), "tables": [{"rows": 10, "dim": 128, "skew_alpha": 7}]})
 
 

@@ -133,16 +133,21 @@ def validate(
         return
     table = Table(title=f"validation: {file or 'bundled public cases'}")
     for col in ("case", "kind", "metric", "measured", "predicted", "error"):
-        table.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
+        right = col in ("measured", "predicted", "error")
+        table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col == "error")
+    reasons: dict[str, str] = {}
     for c in report["cases"]:
         err = c["error"]
         if err is None:
-            err_s = f"[yellow]unsupported: {c.get('reason', '')}[/yellow]"
+            reasons[c["kind"]] = c.get("reason", "")
+            err_s = "[yellow]unsupported[/yellow]"
         else:
             color = "green" if abs(err) <= 0.10 else "yellow" if abs(err) <= 0.25 else "red"
             err_s = f"[{color}]{100 * err:+.1f}%[/{color}]"
         table.add_row(c["id"], c["kind"], c["metric"], _fmt(c["measured"]), _fmt(c["predicted"]), err_s)
     console.print(table)
+    for kind, reason in reasons.items():
+        console.print(f"[yellow]unsupported[/yellow] {kind}: {reason}")
     s = report["summary"]
     kinds = Table(title="by kind")
     for col in ("kind", "cases", "MAPE", "unsupported"):

@@ -23,21 +23,28 @@ from tapeout.perf.rules import cost_rule
 from tapeout.perf.system import System
 from tapeout.workloads.ops import Attention, OpKind
 
-BLOCK_Q = 128
+BLOCK_Q = 128  # query rows per CTA; fewer when there are fewer rows (decode), down to
+MIN_BLOCK_Q = 16  # the smallest mma tile height, as FlashDecoding-style kernels use
 BLOCK_KV = 128
+
+
+def _block_q(rows: int) -> int:
+    """Query rows per CTA: 128, or the next power of two of fewer rows (at least 16)."""
+    return min(BLOCK_Q, max(MIN_BLOCK_Q, 1 << max(0, (rows - 1).bit_length())))
 
 
 def _kv_blocks_per_query_block(q_len: int, kv_len: int, group: int, causal: bool) -> list[int]:
     """Key blocks each query-row block visits. Rows are (query position, head in group) pairs,
     position-major; the queries are the last q_len of kv_len positions."""
     rows = q_len * group
-    n_q = -(-rows // BLOCK_Q)
+    block_q = _block_q(rows)
+    n_q = -(-rows // block_q)
     full = -(-kv_len // BLOCK_KV)
     if not causal:
         return [full] * n_q
     out = []
     for i in range(n_q):
-        last_pos = min(rows, (i + 1) * BLOCK_Q) - 1
+        last_pos = min(rows, (i + 1) * block_q) - 1
         visible = kv_len - q_len + last_pos // group + 1
         out.append(min(full, -(-visible // BLOCK_KV)))
     return out
@@ -68,7 +75,9 @@ def _attention_cost(op: Attention, system: System) -> Cost:
     splits = max(1, min(cores // ctas, longest)) if ctas < cores else 1
     work = op.batch * op.kv_heads * sum(blocks) + ctas * splits * cal.attention_overhead_blocks
     critical = math.ceil(longest / splits) + cal.attention_overhead_blocks
-    block_flops = 2.0 * BLOCK_Q * BLOCK_KV * (op.head_dim + op.dv) * (2.5 if op.backward else 1.0)
+    block_flops = (
+        2.0 * _block_q(op.q_len * group) * BLOCK_KV * (op.head_dim + op.dv) * (2.5 if op.backward else 1.0)
+    )
     peak = chip.peak_flops(op.precision)
     block_s = block_flops / (peak * cal.attention / cores)
     compute = max(work / cores, critical) * block_s

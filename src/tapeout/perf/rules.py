@@ -44,7 +44,7 @@ def op_cost(op: Op, system: System) -> Cost:
     rule = _RULES.get(op.kind)
     if rule is None:
         raise MissingRuleError(
-            f"no cost rule for op {op.name or type(op).__name__!r} of kind {op.kind.value}"
+            f"no cost rule for op {op.name or type(op).__name__!r} of kind {getattr(op.kind, 'value', op.kind)}"
         )
     return rule(op, system)
 

@@ -1,0 +1,125 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tapeout.errors import TapeoutError
+from tapeout.validate import PUBLIC_CASES, load_cases, run
+
+OP_KINDS = ("gemm", "attention", "memory", "collective")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "validation" / "public_cases.yaml"
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run(PUBLIC_CASES)
+
+
+def test_bundled_cases_are_the_public_set():
+    if SHARED.exists():
+        assert PUBLIC_CASES.read_text() == SHARED.read_text()
+
+
+def test_op_kinds_meet_their_targets(report):
+    """MAPE <= 10 % over the op cases, every one within 25 % (the foundation's target)."""
+    ops = [c for c in report["cases"] if c["kind"] in OP_KINDS]
+    assert len(ops) == 20
+    errors = [abs(c["error"]) for c in ops]
+    table = "\n".join(f"{c['id']}: {100 * c['error']:+.1f}%" for c in ops)
+    assert sum(errors) / len(errors) <= 0.10, table
+    assert max(errors) <= 0.25, table
+
+
+def test_report_follows_the_schema(report):
+    assert set(report) == {"cases", "summary"}
+    for c in report["cases"]:
+        assert {"id", "kind", "metric", "measured", "predicted", "error"} <= set(c)
+    s = report["summary"]
+    assert {"mape", "within_10pct", "within_25pct", "by_kind", "unsupported"} <= set(s)
+    assert s["unsupported"] == sum(1 for c in report["cases"] if c["predicted"] is None)
+    for c in report["cases"]:
+        if c["predicted"] is None:
+            assert c["error"] is None
+            assert c["reason"]
+    assert s["by_kind"]["gemm"]["n"] == 8
+    json.dumps(report)
+
+
+def _write_case(tmp_path, **changes):
+    base = {
+        "id": "t-gemm", "kind": "gemm", "hardware": "h100-sxm", "chips": 1, "precision": "bf16",
+        "params": {"m": 4096, "n": 4096, "k": 4096}, "metric": "tflops", "value": 700.0,
+        "source": "test", "confidence": "confirmed",
+    }  # fmt: skip
+    base.update(changes)
+    path = tmp_path / "cases.yaml"
+    path.write_text(yaml.safe_dump({"schema": "tapeout-validation/1", "cases": [base]}))
+    return path
+
+
+def test_a_good_case_file_runs(tmp_path):
+    out = run(_write_case(tmp_path))
+    assert out["cases"][0]["predicted"] > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"params": {"m": 4096, "n": 4096, "k": 4096, "z": 1}}, r"t-gemm: field 'params.z': unknown field"),
+        ({"params": {"m": "big", "n": 4096, "k": 4096}}, r"t-gemm: field 'params.m'"),
+        ({"params": {"m": 4096, "n": 4096}}, r"t-gemm: field 'params.k': missing"),
+        ({"hardware": "h900"}, r"unknown hardware id 'h900'; known: .*h100-sxm"),
+        ({"metric": "tokens_per_s"}, r"t-gemm: field 'metric'.*known: tflops"),
+        ({"value": -3}, r"t-gemm: field 'value'"),
+        ({"precision": "fp64"}, r"t-gemm: field 'precision'"),
+        ({"colour": "red"}, r"t-gemm: field 'colour': unknown field"),
+        (
+            {
+                "kind": "llm_inference",
+                "params": {"scenario": "offline", "input_len": 10},
+                "metric": "tokens_per_s",
+            },
+            r"field 'model': kind llm_inference needs a model",
+        ),
+        (
+            {"hardware": {"base": "h100-sxm", "memory": {"bandwidth_gb_s": -5}}},
+            r"memory.bandwidth_gb_s.*unit: GB/s",
+        ),
+        ({"network": {"scale_out_gbit_s_per_chip": -1}}, r"network.scale_out_gbit_s_per_chip"),
+    ],
+)
+def test_bad_cases_name_the_case_and_field(tmp_path, changes, message):
+    with pytest.raises(TapeoutError, match=message):
+        load_cases(_write_case(tmp_path, **changes))
+
+
+def test_bad_files(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("schema: tapeout-validation/2\ncases: []\n")
+    with pytest.raises(TapeoutError, match="schema"):
+        load_cases(path)
+    path.write_text("schema: tapeout-validation/1\ncases: [{id: a}]\nextra: 1\n")
+    with pytest.raises(TapeoutError, match="unknown top-level fields: extra"):
+        load_cases(path)
+    path.write_text("{unclosed")
+    with pytest.raises(TapeoutError, match="not valid YAML"):
+        load_cases(path)
+    with pytest.raises(TapeoutError, match="cannot read"):
+        load_cases(tmp_path / "missing.yaml")
+
+
+def test_duplicate_ids_are_rejected(tmp_path):
+    path = _write_case(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["cases"].append(data["cases"][0])
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TapeoutError, match="duplicate case id"):
+        load_cases(path)
+
+
+def test_yaml_cannot_run_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(TapeoutError, match="not valid YAML"):
+        load_cases(path)
