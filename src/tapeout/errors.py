@@ -31,12 +31,6 @@ def _where(origin: str | None, entry: str | None) -> str:
     return ": ".join(parts) + ": " if parts else ""
 
 
-def field_error(origin: str | None, entry: str | None, field: str, message: str) -> TapeoutError:
-    unit = unit_of(field.rsplit(".", 1)[-1])
-    suffix = f" (unit: {unit})" if unit and "unit" not in message else ""
-    return TapeoutError(f"{_where(origin, entry)}field {field!r}: {message}{suffix}")
-
-
 def _loc(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
@@ -63,5 +57,7 @@ def from_validation(
 
 def require_mapping(value: Any, origin: str | None, entry: str | None, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise field_error(origin, entry, field, f"expected a mapping, got {type(value).__name__}")
+        raise TapeoutError(
+            f"{_where(origin, entry)}field {field!r}: expected a mapping, got {type(value).__name__}"
+        )
     return value

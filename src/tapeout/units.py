@@ -6,16 +6,8 @@ from __future__ import annotations
 
 KIB = 1024
 MIB = 1024**2
-GIB = 1024**3
-KB = 1e3
-MB = 1e6
 GB = 1e9
-TB = 1e12
 TERA = 1e12
-GIGA = 1e9
-MICRO = 1e-6
-NANO = 1e-9
-PICO = 1e-12
 
 # Field-name suffix -> the unit it promises; used to name the unit in error messages.
 _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (

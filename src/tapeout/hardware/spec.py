@@ -6,7 +6,6 @@ build these same objects. Field names carry their unit; derived quantities are p
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -18,7 +17,6 @@ PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
 
 Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
 BYTES_PER_ELEMENT: dict[str, float] = {
     "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp4": 0.5,
 }  # fmt: skip
@@ -230,10 +228,6 @@ class ChipSpec(Frozen):
     def memory_bandwidth(self) -> float:
         return self.memory.bandwidth_gb_s * units.GB
 
-    @property
-    def memory_capacity(self) -> float:
-        return self.memory.capacity_gb * units.GB
-
     @cached_property
     def sram_per_core_bytes(self) -> float:
         return sum((s.capacity_kib or 0.0) * units.KIB for s in self.sram if s.scope == "core")
@@ -285,17 +279,3 @@ _WIDER: dict[str, tuple[str, ...]] = {
     "tf32": ("tf32", "fp32"),
     "fp32": ("fp32", "tf32"),
 }
-
-
-class Cluster(Frozen):
-    """Chips of one kind wired into nodes and scale-up domains, with a scale-out network."""
-
-    chip: ChipSpec
-    chips: PosInt
-    chips_per_node: PosInt
-    scale_up_domain_chips: PosInt
-    scale_out_gbit_s_per_chip: Annotated[float, Field(ge=0)]
-
-    @property
-    def num_nodes(self) -> int:
-        return math.ceil(self.chips / self.chips_per_node)

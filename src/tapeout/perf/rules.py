@@ -55,7 +55,3 @@ def graph_cost(ops: Iterable[Op], system: System) -> Cost:
     for op in ops:
         total = total + op_cost(op, system)
     return total
-
-
-def registered_kinds() -> frozenset[OpKind]:
-    return frozenset(_RULES)

@@ -15,7 +15,6 @@ from tapeout.hardware.spec import Frozen
 
 PosInt = Annotated[int, Field(gt=0)]
 Architecture = Literal["gpt", "llama", "mixtral", "deepseek_v3", "bert", "nemotron"]
-ARCHITECTURES: tuple[str, ...] = ("gpt", "llama", "mixtral", "deepseek_v3", "bert", "nemotron")
 
 # config.json keys that say nothing about cost (tokenizer ids, init, dtype, library versions,
 # rope scaling details): accepted and ignored. Any other unknown key is an error.

@@ -8,7 +8,6 @@ cost rules' business. A new kind needs a reason: the cost rules dispatch on `OpK
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -27,11 +26,6 @@ class OpKind(enum.Enum):
     ALL_TO_ALL = "all_to_all"
     SEND_RECV = "send_recv"
     COPY = "copy"  # a memory-to-memory or host-to-device transfer
-
-
-COLLECTIVE_KINDS = frozenset(
-    {OpKind.ALL_REDUCE, OpKind.ALL_GATHER, OpKind.REDUCE_SCATTER, OpKind.ALL_TO_ALL, OpKind.SEND_RECV}
-)
 
 
 def nbytes(elements: float, precision: str) -> float:
@@ -293,7 +287,3 @@ class Copy(Op):
     @property
     def bytes(self) -> float:
         return 2 * self.size_bytes
-
-
-def total_flops(ops: Iterable[Op]) -> float:
-    return sum(op.flops for op in ops)

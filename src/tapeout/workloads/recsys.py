@@ -11,7 +11,6 @@ from pydantic import Field, model_validator
 from tapeout.hardware.spec import Frozen
 
 PosInt = Annotated[int, Field(gt=0)]
-INTERACTIONS = ("dot", "dcn", "transformer")
 
 
 class EmbeddingTable(Frozen):
