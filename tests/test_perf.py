@@ -43,6 +43,8 @@ def test_matmul_never_beats_the_roofline_and_counts_flops_exactly(chip_id, m, n,
     assert cost.flops == 2 * m * n * k
     assert cost.time_s >= roofline_floor(op, s)
     assert cost.dram_bytes >= op.bytes
+    if s.chip.sram_shared_bytes > 0:  # operands reach the cores through the shared SRAM
+        assert cost.sram_bytes >= (m * k + k * n) * 2
     assert cost.compute_s + cost.memory_s + cost.network_s + cost.latency_s == pytest.approx(cost.time_s)
 
 

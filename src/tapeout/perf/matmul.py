@@ -68,7 +68,7 @@ def _matmul_cost(
 
     flops = 2.0 * m * n * k * groups
     a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe, m * n * bpe_out
-    best: tuple[float, float, float, float] | None = None  # (time, compute, memory, dram bytes)
+    best: tuple[float, float, float, float, float] | None = None  # time, compute, memory, dram, sram
     for tm, tn in tiles:
         m_tiles, n_tiles = -(-m // tm), -(-n // tn)
         out_tiles = m_tiles * n_tiles * groups
@@ -91,9 +91,11 @@ def _matmul_cost(
         memory = traffic / mem_rate
         t = max(compute, memory)
         if best is None or t < best[0]:
-            best = (t, compute, memory, traffic)
+            # every tile streams its A and B panels through the cores from the shared SRAM
+            panels = out_tiles * (tm + tn) * k * bpe if l2 > 0 else 0.0
+            best = (t, compute, memory, traffic, panels)
     assert best is not None
-    _, compute, memory, traffic = best
+    _, compute, memory, traffic, panels = best
     return finish(
         system,
         compute_s=compute,
@@ -102,4 +104,5 @@ def _matmul_cost(
         flops=flops,
         peak_flops=peak,
         dram_bytes=traffic,
+        sram_bytes=panels,
     )
