@@ -111,9 +111,7 @@ class Figures:
         self.tbl = tbl
         self.values: dict[tuple[str, str], float] = {}
 
-    def calibration(
-        self, case: Case, trial: dict[str, float] | None = None, spec: FitSpec | None = None
-    ) -> Calibration:
+    def calibration(self, case: Case, trial: dict[str, float] | None = None) -> Calibration:
         stack = self.tbl.stack(case.chip.family)
         cal = self.tbl.for_family(case.chip.family)
         overrides: dict[str, float] = {}
@@ -121,7 +119,7 @@ class Figures:
             has_own = stack in self.tbl.raw["figures"][fig]
             if st == stack or (st == "default" and not has_own):
                 overrides[fig] = value
-        if trial and spec:
+        if trial:
             overrides.update(trial)
         return cal.with_values(**overrides)
 
@@ -129,7 +127,7 @@ class Figures:
         def loss(trial: dict[str, float]) -> float:
             total = 0.0
             for case in cases:
-                r = predict(case, self.calibration(case, trial, spec))
+                r = predict(case, self.calibration(case, trial))
                 assert r.error is not None
                 total += r.error**2
             return total

@@ -27,7 +27,9 @@ from tapeout.perf.rules import cost_rule
 from tapeout.perf.system import System
 from tapeout.workloads.ops import Collective, OpKind
 
-_ALGORITHMS = ("ring", "tree", "nvls")
+# Per-step latency of a network whose chip spec has no scale_out entry but whose bandwidth a
+# case or study sets: the catalog's usual InfiniBand/RoCE figure.
+DEFAULT_NETWORK_LATENCY_S = 10e-6
 
 
 def _domain_bandwidth(system: System, ranks: int) -> float:
@@ -91,7 +93,7 @@ def _inter(op: Collective, system: System, nodes: int, size: float) -> tuple[flo
             f"{op.kind.value} over {op.ranks} chips needs a scale-out network: {chip.id} has "
             f"{system.scale_up_domain} chips per scale-up domain and no scale_out bandwidth"
         )
-    alpha = chip.scale_out.latency_us * 1e-6 if chip.scale_out else 10e-6
+    alpha = chip.scale_out.latency_us * 1e-6 if chip.scale_out else DEFAULT_NETWORK_LATENCY_S
     n = nodes
     wire = {
         OpKind.ALL_REDUCE: 2 * (n - 1) / n * size,
