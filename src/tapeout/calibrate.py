@@ -24,6 +24,8 @@ from tapeout.validate import Case, load_cases, predict
 
 EIGHT_BIT = ("fp8", "int8", "fp4")
 JOINT = {"attention": ("attention", "attention_overhead_blocks")}
+# Search interval and tolerance of figures that are not fractions.
+RANGES = {"serving_pj_per_flop": (0.5, 5.0, 5e-3)}
 
 
 def _case_group(case: Case) -> str | None:
@@ -42,6 +44,8 @@ def _case_group(case: Case) -> str | None:
         if p.op == "all_reduce" and (p.algorithm == "nvls" or (p.algorithm == "auto" and switch_reduce)):
             return "collective/nvls"
         return "collective/link"
+    if case.kind == "llm_inference" and case.params.scenario != "server":
+        return "llm_inference"  # server cases search a rate: too slow to refit, always held out
     return None
 
 
@@ -134,7 +138,8 @@ class Figures:
 
         first = spec.figures[0]
         if len(spec.figures) == 1:
-            x = _golden(lambda v: loss({first: v}), 0.05, 1.0)
+            lo, hi, tol = RANGES.get(first, (0.05, 1.0, 1e-4))
+            x = _golden(lambda v: loss({first: v}), lo, hi, tol)
             return {first: x}
         second = spec.figures[1]
         best: tuple[float, float, float] | None = None
@@ -152,8 +157,9 @@ class Figures:
         return {first: best[1], second: best[2]}
 
 
-def calibrate(path: Path, write: bool = False) -> dict[str, Any]:
-    """Fit every `fit:` figure on the cases of `path`; report fitted values and errors."""
+def calibrate(path: Path, write: bool = False, serving: bool = False) -> dict[str, Any]:
+    """Fit every `fit:` figure on the cases of `path`; report fitted values and errors (of the
+    op cases; with `serving`, of the LLM serving cases too, whose refits take minutes)."""
     tbl = table()
     cases = load_cases(path)
     specs = _fit_specs(tbl)
@@ -190,7 +196,9 @@ def calibrate(path: Path, write: bool = False) -> dict[str, Any]:
     fitted_ids = {c.id for spec in specs for c in _selected(spec, cases, tbl)}
     per_case: list[dict[str, Any]] = []
     for case in cases:
-        if case.kind not in ("gemm", "attention", "memory", "collective"):
+        if case.kind not in ("gemm", "attention", "memory", "collective") + (
+            ("llm_inference",) if serving else ()
+        ):
             continue
         in_sample = predict(case, full.calibration(case)).error
         if case.id in fitted_ids:

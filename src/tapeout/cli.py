@@ -170,13 +170,17 @@ def calibrate(
     write: Annotated[
         bool, typer.Option("--write", help="Write the fitted figures into calibration.yaml.")
     ] = False,
+    serving: Annotated[
+        bool,
+        typer.Option("--serving", help="Also report held-out errors of the LLM serving cases (minutes)."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Re-derive the efficiency figures from the public cases, with held-out errors."""
     from tapeout.calibrate import calibrate as fit
     from tapeout.validate import PUBLIC_CASES
 
-    result = fit(cases or PUBLIC_CASES, write=write)
+    result = fit(cases or PUBLIC_CASES, write=write, serving=serving)
     if as_json:
         _print_json(result)
         return
@@ -196,6 +200,85 @@ def calibrate(
         f"MAPE in-sample {100 * result['mape_in_sample']:.1f}%, held-out {100 * result['mape_held_out']:.1f}%"
         + ("; written to calibration.yaml" if write else "")
     )
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="A model catalog id or a config.json path.")],
+    hardware: Annotated[str, typer.Option("--hardware", help="A hardware catalog id.")],
+    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")] = 1,
+    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel ways.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="Pipeline stages.")] = 1,
+    ep: Annotated[int, typer.Option("--ep", help="Expert-parallel ways.")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="Weights and activations.")] = "bf16",
+    kv_precision: Annotated[str | None, typer.Option("--kv-precision", help="KV cache.")] = None,
+    input_len: Annotated[float, typer.Option("--input-len", help="Prompt tokens per request.")] = 512,
+    output_len: Annotated[float, typer.Option("--output-len", help="Output tokens per request.")] = 256,
+    rate: Annotated[float | None, typer.Option("--rate", help="Poisson requests/s, whole system.")] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="JSONL or CSV: arrival_s,input_len,output_len.")
+    ] = None,
+    requests: Annotated[int, typer.Option("--requests", help="Requests to simulate.")] = 1000,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Sequences in flight per replica.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token budget of one iteration.")] = 8192,
+    policy: Annotated[str, typer.Option("--policy", help="Scheduling policy.")] = "continuous",
+    ttft_limit: Annotated[
+        float | None, typer.Option("--ttft-limit", help="TTFT limit for goodput, s.")
+    ] = None,
+    tpot_limit: Annotated[
+        float | None, typer.Option("--tpot-limit", help="TPOT limit for goodput, s.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Simulate serving a model: throughput, latency percentiles, memory per chip, limiters."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from tapeout.sim.api import serve as run_serve
+
+    show = not as_json and sys.stderr.isatty() and requests >= 2000
+    bar = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed} iterations"),
+                   console=Console(stderr=True), transient=True, disable=not show)  # fmt: skip
+    with bar:
+        task = bar.add_task("serve", total=None)
+        out = run_serve(
+            model, hardware, chips, tp=tp, pp=pp, ep=ep, precision=precision, kv_precision=kv_precision,
+            input_len=input_len, output_len=output_len, rate=rate, trace=trace, requests=requests,
+            max_batch=max_batch, max_tokens=max_tokens, policy=policy, ttft_limit_s=ttft_limit,
+            tpot_limit_s=tpot_limit, progress=(lambda n: bar.update(task, completed=n)) if show else None,
+        )  # fmt: skip
+    if as_json:
+        _print_json(out)
+        return
+    p = out["plan"]
+    console.print(
+        f"{out['model']} on {chips} x {out['hardware']}: {p['replicas']} replica(s) of tp {p['tp']} x pp {p['pp']}"
+        f" x ep {p['ep']}, {p['precision']} weights, {p['kv_precision']} KV, policy {out['policy']}"
+    )
+    console.print(
+        f"throughput {out['tokens_per_s']:,.0f} output tokens/s, {out['requests_per_s']:.3g} requests/s"
+        f" ({out['requests']} requests in {out['duration_s']:.3g} s simulated, {out['preemptions']} preemptions)"
+    )
+    if ttft_limit is not None or tpot_limit is not None:
+        console.print(f"goodput {out['goodput_tokens_per_s']:,.0f} output tokens/s within the limits")
+    lat = Table(title="latency (s)")
+    for col in ("", "mean", "p50", "p90", "p99"):
+        lat.add_column(col, justify="right")
+    for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end")):
+        lat.add_row(name, *(f"{out[key][q]:.4g}" for q in ("mean", "p50", "p90", "p99")))
+    console.print(lat)
+    mem = out["memory_per_chip"]
+    console.print(
+        f"memory per chip: weights {mem['weights_gb']:.1f} GB, activations {mem['activations_gb']:.1f} GB, "
+        f"runtime {mem['reserve_gb']:.1f} GB, KV cache {mem['kv_cache_gb']:.1f} GB ({mem['kv_tokens']:,} tokens) "
+        f"of {mem['capacity_gb']:g} GB"
+    )
+    for phase, ph in out["phases"].items():
+        size = f"{ph['tokens']} tokens" if phase == "prefill" else f"{ph['sequences']} sequences"
+        console.print(
+            f"{phase}: one iteration of {size} takes {1e3 * ph['time_s']:.3g} ms, {ph['bound']}-bound"
+        )
 
 
 def main() -> None:

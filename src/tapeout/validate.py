@@ -22,9 +22,13 @@ from tapeout._yaml import load_data_file
 from tapeout.errors import TapeoutError, from_validation, require_mapping
 from tapeout.hardware.catalog import resolve_chip
 from tapeout.hardware.spec import ChipSpec, Frozen, Precision
+from tapeout.parallel.inference import InferencePlan
 from tapeout.perf import System, op_cost
 from tapeout.perf.attention import schema_attention_flops
 from tapeout.perf.calibration import Calibration
+from tapeout.sim import scenarios
+from tapeout.sim.llm import Replica
+from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import ModelConfig, resolve_model
 from tapeout.workloads.ops import COLLECTIVES, Attention, Elementwise, Matmul
 
@@ -309,8 +313,46 @@ def _collective(case: Case, system: System) -> float:
     return size * op.bus_factor / cost.time_s / 1e9
 
 
+def inference_plan(case: Case) -> InferencePlan:
+    """A case's plan: its precision for weights and activations, its KV precision."""
+    p: LlmInferenceParams = case.params
+    prec: Any = case.precision
+    return InferencePlan(
+        tp=p.tp, pp=p.pp, ep=p.ep, weight_precision=prec, act_precision=prec,
+        kv_precision=p.kv_precision or prec,
+    )  # fmt: skip
+
+
+@predictor("llm_inference")
+def _llm_inference(case: Case, system: System) -> float:
+    p: LlmInferenceParams = case.params
+    if not isinstance(case.model, LLMConfig):
+        raise TapeoutError(f"{case.id}: field 'model': kind llm_inference needs a language model")
+    model = case.model if p.layers is None else case.model.with_layers(p.layers)
+    plan = inference_plan(case)
+    replicas = plan.replicas(model, case.chips, case.chip.id)
+    sub = System.of(case.chip, plan.chips, chips_per_node=case.chips_per_node,
+                    scale_out_gbit_s_per_chip=case.scale_out_gbit_s_per_chip, calibration=system.cal)  # fmt: skip
+    replica = Replica.of(model, sub, plan)
+    out = p.output_len
+    if p.scenario == "fixed_batch":
+        result = scenarios.fixed_batch(replica, p.input_len, out, batch=p.batch or 1, replicas=replicas)
+    elif out is None:
+        raise TapeoutError(f"{case.id}: field 'params.output_len': scenario {p.scenario} needs it (tokens)")
+    elif p.scenario == "offline":
+        result = scenarios.offline(replica, p.input_len, out, batch=p.batch, replicas=replicas)
+    else:
+        if p.ttft_limit_s is None or p.tpot_limit_s is None:
+            raise TapeoutError(f"{case.id}: fields 'params.ttft_limit_s' and 'params.tpot_limit_s': "
+                               "scenario server needs both (seconds)")  # fmt: skip
+        result = scenarios.server(replica, p.input_len, out, ttft_limit_s=p.ttft_limit_s,
+                                  tpot_limit_s=p.tpot_limit_s, batch=p.batch, replicas=replicas)  # fmt: skip
+    return {"tokens_per_s": result.tokens_per_s, "tpot_s": result.tpot_s, "ttft_s": result.ttft_s}[
+        case.metric
+    ]
+
+
 _NOT_YET = {
-    "llm_inference": "LLM inference and serving are not modelled yet",
     "llm_training": "LLM training steps are not modelled yet",
     "recsys_inference": "recommendation-model inference is not modelled yet",
     "recsys_training": "recommendation-model training is not modelled yet",

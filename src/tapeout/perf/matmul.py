@@ -48,15 +48,25 @@ def matmul_cost(op: Matmul, system: System) -> Cost:
     >>> c.flops == 2 * 8192**3 and 0.5 < c.achieved_flops / 312e12 < 1.0
     True
     """
-    return _matmul_cost(op.m, op.n, op.k, op.groups, op.precision, op.out_precision, system)
+    return _matmul_cost(
+        op.m, op.n, op.k, op.groups, op.precision, op.out_precision, op.weight_precision, system
+    )
 
 
 @lru_cache(maxsize=65536)
 def _matmul_cost(
-    m: int, n: int, k: int, groups: int, precision: str, out_precision: str, system: System
+    m: int,
+    n: int,
+    k: int,
+    groups: int,
+    precision: str,
+    out_precision: str,
+    weight_precision: str | None,
+    system: System,
 ) -> Cost:
     chip = system.chip
     bpe = BYTES_PER_ELEMENT[precision]
+    bpe_w = BYTES_PER_ELEMENT[weight_precision or precision]
     bpe_out = BYTES_PER_ELEMENT[out_precision]
     peak = chip.peak_flops(precision)
     cores = chip.num_cores
@@ -67,7 +77,7 @@ def _matmul_cost(
     tiles = _tile_candidates(mu.rows if mu else 64, mu.cols if mu else 64, chip.sram_per_core_bytes, bpe)
 
     flops = 2.0 * m * n * k * groups
-    a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe, m * n * bpe_out
+    a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe_w, m * n * bpe_out
     best: tuple[float, float, float, float, float] | None = None  # time, compute, memory, dram, sram
     for tm, tn in tiles:
         m_tiles, n_tiles = -(-m // tm), -(-n // tn)
@@ -92,7 +102,7 @@ def _matmul_cost(
         t = max(compute, memory)
         if best is None or t < best[0]:
             # every tile streams its A and B panels through the cores from the shared SRAM
-            panels = out_tiles * (tm + tn) * k * bpe if l2 > 0 else 0.0
+            panels = out_tiles * (tm * bpe + tn * bpe_w) * k if l2 > 0 else 0.0
             best = (t, compute, memory, traffic, panels)
     assert best is not None
     _, compute, memory, traffic, panels = best

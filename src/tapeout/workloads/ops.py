@@ -50,7 +50,9 @@ class Op:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Matmul(Op):
     """`groups` independent (m x k) @ (k x n) products (grouped GEMM when > 1, as for MoE
-    experts). Inputs in `precision`, output in `out_precision`."""
+    experts). Inputs in `precision`, output in `out_precision`; the (k x n) operand (the
+    weights) is stored in `weight_precision` when given (weight-only quantization: stored
+    narrow, widened to `precision` on the fly)."""
 
     kind: ClassVar[OpKind] = OpKind.MATMUL
     m: int
@@ -59,6 +61,7 @@ class Matmul(Op):
     groups: int = 1
     precision: str = "bf16"
     out_precision: str = "bf16"
+    weight_precision: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.m, self.n, self.k, self.groups) <= 0:
@@ -70,8 +73,9 @@ class Matmul(Op):
 
     @property
     def bytes(self) -> float:
-        ins = nbytes((self.m * self.k + self.k * self.n) * self.groups, self.precision)
-        return ins + nbytes(self.m * self.n * self.groups, self.out_precision)
+        a = nbytes(self.m * self.k * self.groups, self.precision)
+        b = nbytes(self.k * self.n * self.groups, self.weight_precision or self.precision)
+        return a + b + nbytes(self.m * self.n * self.groups, self.out_precision)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +97,7 @@ class Attention(Op):
     backward: bool = False
     precision: str = "bf16"
     kv_precision: str | None = None
+    shared_kv: bool = False  # values are the first head_dim_v columns of the keys (MLA's latent)
 
     def __post_init__(self) -> None:
         if min(self.batch, self.q_len, self.kv_len, self.heads, self.kv_heads, self.head_dim) <= 0:
@@ -125,7 +130,8 @@ class Attention(Op):
         kvp = self.kv_precision or self.precision
         q = nbytes(self.batch * self.q_len * self.heads * self.head_dim, self.precision)
         o = nbytes(self.batch * self.q_len * self.heads * self.dv, self.precision)
-        kv = nbytes(self.batch * self.kv_len * self.kv_heads * (self.head_dim + self.dv), kvp)
+        width = self.head_dim if self.shared_kv else self.head_dim + self.dv
+        kv = nbytes(self.batch * self.kv_len * self.kv_heads * width, kvp)
         # Backward reads q, k, v, o, dO and writes dq, dk, dv.
         return 2 * (q + o + kv) if self.backward else q + o + kv
 

@@ -1,0 +1,1 @@
+"""Parallel plans: how a workload is split across chips."""

@@ -1,0 +1,1 @@
+"""Simulators: LLM inference and serving."""

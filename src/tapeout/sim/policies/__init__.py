@@ -1,0 +1,12 @@
+"""Scheduling policies of the serving simulator, registered here and only here."""
+
+from __future__ import annotations
+
+from tapeout.sim.policies.continuous import Continuous
+from tapeout.sim.policies.disaggregated import Disaggregated
+from tapeout.sim.serve import PolicyFactory
+
+POLICIES: dict[str, PolicyFactory] = {
+    "continuous": Continuous,
+    "disaggregated": Disaggregated,
+}

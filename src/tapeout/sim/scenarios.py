@@ -1,0 +1,170 @@
+"""The serving scenarios of MLPerf and of the validation schema, on top of the simulator.
+
+- `offline`: every request queued at once; throughput at the batch given, or at the largest
+  batch whose sequences all fit in the KV cache at full length when none is given.
+- `server`: Poisson arrivals; the highest rate whose p99 TTFT and p99 TPOT meet the limits
+  (MLPerf's llama2-70b server criterion), found by bisection on the rate.
+- `fixed_batch`: a steady batch of sequences decoding together (latency benchmarks); tokens/s
+  is the batch over the time of one decode step at the sequences' mean context.
+Every replica of a system serves the same share of the traffic, so one replica is simulated
+and its throughput multiplied (random routing of a Poisson stream gives each replica a
+Poisson stream of its share of the rate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tapeout.errors import TapeoutError
+from tapeout.sim.llm import Batch, Replica
+from tapeout.sim.requests import Lengths, Requests
+from tapeout.sim.serve import ServeResult, simulate
+
+MAX_AUTO_BATCH = 4096  # the largest batch `offline` picks on its own (TensorRT-LLM's limit is 2048-4096)
+SERVER_REQUESTS_PER_SLOT = 6  # a server run serves this many requests per sequence slot of the batch
+SEARCH_STEPS = 12  # bisection steps of the server search: the rate to 1/4096 of the bracket
+
+
+def auto_batch(replica: Replica, input_len: float, output_len: float) -> int:
+    """The most sequences of this length the KV cache holds at once, up to MAX_AUTO_BATCH.
+
+    >>> from tapeout.hardware import get_chip
+    >>> from tapeout.perf.system import System
+    >>> from tapeout.workloads.models import get_model
+    >>> r = Replica.of(get_model("llama-2-7b").config, System.of(get_chip("h100-sxm")))
+    >>> auto_batch(r, 1000, 1000)
+    53
+    """
+    mem = replica.memory
+    pages = mem.kv_tokens * replica.plan.attention_groups // mem.kv_block_tokens
+    per_seq = mem.pages(round(input_len + output_len))
+    batch = min(MAX_AUTO_BATCH, pages // per_seq)
+    if batch < 1:
+        raise TapeoutError(
+            f"one sequence of {input_len:g} + {output_len:g} tokens needs {per_seq * mem.kv_block_tokens} "
+            f"tokens of KV cache; {mem.chip_id} holds {mem.kv_tokens} per chip after the weights"
+        )
+    return batch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScenarioResult:
+    scenario: str
+    batch: int
+    result: ServeResult | None
+    tokens_per_s: float
+    ttft_s: float
+    tpot_s: float
+    rate_per_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": self.scenario, "batch": self.batch, "tokens_per_s": self.tokens_per_s,
+            "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
+        }  # fmt: skip
+        if self.rate_per_s is not None:
+            out["rate_per_s"] = self.rate_per_s
+        if self.result is not None:
+            out["serving"] = self.result.summary()
+        return out
+
+
+def offline(
+    replica: Replica,
+    input_len: Lengths | float,
+    output_len: Lengths | float,
+    *,
+    batch: int | None = None,
+    replicas: int = 1,
+    requests: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ScenarioResult:
+    """Throughput with every request queued at time zero (two batches' worth by default)."""
+    ins, outs = _mean(input_len), _mean(output_len)
+    batch = batch or auto_batch(replica, ins, outs)
+    reqs = Requests.offline(requests or 2 * batch, input_len, output_len)
+    res = simulate(replica, reqs, max_batch=batch, replicas=replicas, progress=progress)
+    s = res.summary()
+    return ScenarioResult(
+        scenario="offline", batch=batch, result=res, tokens_per_s=res.tokens_per_s,
+        ttft_s=s["ttft_s"]["mean"], tpot_s=s["tpot_s"]["mean"],
+    )  # fmt: skip
+
+
+def server(
+    replica: Replica,
+    input_len: Lengths | float,
+    output_len: Lengths | float,
+    *,
+    ttft_limit_s: float,
+    tpot_limit_s: float,
+    batch: int | None = None,
+    replicas: int = 1,
+    requests: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ScenarioResult:
+    """The highest Poisson rate (requests/s, whole system) whose p99 TTFT and TPOT meet the limits."""
+    for name, value in (("ttft_limit_s", ttft_limit_s), ("tpot_limit_s", tpot_limit_s)):
+        if not value > 0:
+            raise TapeoutError(f"field '{name}': must be > 0 seconds, got {value}")
+    ins, outs = _mean(input_len), _mean(output_len)
+    batch = batch or auto_batch(replica, ins, outs)
+    n = requests or max(256, SERVER_REQUESTS_PER_SLOT * batch)
+    top = offline(replica, input_len, output_len, batch=batch)
+    hi = top.tokens_per_s / outs  # requests/s of one replica: no rate above it is sustainable
+    lo = 0.0
+    best: ServeResult | None = None
+    for _ in range(SEARCH_STEPS):
+        rate = (lo + hi) / 2
+        res = simulate(replica, Requests.poisson(n, rate, input_len, output_len), max_batch=batch,
+                       ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s, progress=progress)  # fmt: skip
+        s = res.summary()
+        if s["ttft_s"]["p99"] <= ttft_limit_s and s["tpot_s"]["p99"] <= tpot_limit_s:
+            lo, best = rate, res
+        else:
+            hi = rate
+    if best is None:
+        raise TapeoutError(
+            f"no request rate meets p99 TTFT <= {ttft_limit_s:g} s and p99 TPOT <= {tpot_limit_s:g} s "
+            f"with batch {batch} (the lowest rate tried was {hi:.3g} requests/s per replica)"
+        )
+    s = best.summary()
+    return ScenarioResult(
+        scenario="server", batch=batch, result=best, tokens_per_s=lo * outs * replicas,
+        ttft_s=s["ttft_s"]["mean"], tpot_s=s["tpot_s"]["mean"], rate_per_s=lo * replicas,
+    )  # fmt: skip
+
+
+def fixed_batch(
+    replica: Replica, input_len: float, output_len: float | None, *, batch: int, replicas: int = 1
+) -> ScenarioResult:
+    """A steady batch decoding at the mean context (prompt plus half the output)."""
+    if batch < 1:
+        raise TapeoutError(f"field 'batch': must be >= 1, got {batch}")
+    context = input_len + (output_len or 0) / 2
+    mem = replica.memory
+    held = batch * mem.pages(round(input_len + (output_len or 0)))
+    pages = mem.kv_tokens * replica.plan.attention_groups // mem.kv_block_tokens
+    if held > pages:
+        raise TapeoutError(
+            f"field 'batch': {batch} sequences of {input_len + (output_len or 0):g} tokens need "
+            f"{held * mem.kv_block_tokens} tokens of KV cache; {mem.chip_id} holds {pages * mem.kv_block_tokens}"
+        )
+    step = replica.step_time(Batch(decode_seqs=batch, decode_context=round(batch * (context + 1))))
+    ttft = replica.step_time(
+        Batch(
+            prefill_tokens=batch * round(input_len),
+            prefill_seqs=batch,
+            prefill_context=batch * round(input_len),
+        )
+    )
+    return ScenarioResult(
+        scenario="fixed_batch", batch=batch, result=None, tokens_per_s=replicas * batch / step,
+        ttft_s=ttft, tpot_s=step,
+    )  # fmt: skip
+
+
+def _mean(lengths: Lengths | float) -> float:
+    return lengths.average if isinstance(lengths, Lengths) else float(lengths)
