@@ -68,9 +68,9 @@ def bench_iteration() -> dict[str, float]:
     warm (the token count seen before, as in a running simulation)."""
     cold = []
     for i in range(200):
+        replica = _replica(FP8)
         _matmul_cost.cache_clear()
         _attention_cost.cache_clear()
-        replica = _replica(FP8)
         batch = Batch(prefill_tokens=300 + i, prefill_seqs=2, prefill_context=900,
                       decode_seqs=400, decode_context=400 * (350 + i))  # fmt: skip
         t0 = time.perf_counter()

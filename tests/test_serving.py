@@ -37,6 +37,16 @@ def test_impossible_parallelism_says_why(model, chips, plan, message):
         InferencePlan(**plan).replicas(get_model(model).config, chips, "h100-sxm")
 
 
+def test_zero_chips_is_refused():
+    with pytest.raises(TapeoutError, match="field 'chips': must be >= 1, got 0"):
+        InferencePlan().replicas(get_model("llama-2-7b").config, 0)
+
+
+def test_serve_rejects_impossible_lengths():
+    with pytest.raises(TapeoutError, match="field 'output_len': must be >= 1 token, got 0"):
+        serve("llama-2-7b", "h100-sxm", output_len=0)
+
+
 def test_tp_and_ep_must_nest():
     with pytest.raises(TapeoutError, match="one must divide the other"):
         InferencePlan(tp=2, ep=3)
@@ -200,9 +210,15 @@ def test_token_budget_chunks_prefill():
 def test_a_full_cache_preempts_and_everything_still_finishes():
     r = Replica.of(get_model("llama-2-7b").config, System.of(get_chip("h100-sxm")), kv_memory_fraction=0.004)
     reqs = Requests.offline(64, 200, 200)
-    res = simulate(r, reqs)
+    res = simulate(r, reqs, admission="greedy")
     assert res.preemptions > 0
     assert res.output_tokens == 64 * 200
+
+
+def test_reserved_admission_never_preempts():
+    r = Replica.of(get_model("llama-2-7b").config, System.of(get_chip("h100-sxm")), kv_memory_fraction=0.004)
+    res = simulate(r, Requests.offline(64, 200, 200), admission="reserve")
+    assert res.preemptions == 0 and res.output_tokens == 64 * 200
 
 
 def test_a_request_larger_than_the_cache_is_refused():
@@ -307,3 +323,16 @@ def test_serve_cli_json_and_bad_trace(tmp_path, capsys):
         sys.argv = argv
     assert exc.value.code == 2
     assert "line 2: field 'input_len'" in capsys.readouterr().err
+
+
+def test_layers_only_leaves_out_embeddings_and_head():
+    model = get_model("llama-2-7b").config.with_layers(4)
+    sys = System.of(get_chip("h100-sxm"))
+    full = Replica.of(model, sys)
+    alone = Replica.of(model, sys, layers_only=True)
+    emb_head = (
+        get_model("llama-2-7b").config.embedding_params() + get_model("llama-2-7b").config.head_params()
+    )
+    assert full.memory.weights_bytes - alone.memory.weights_bytes == pytest.approx(2 * emb_head)
+    b = Batch(decode_seqs=8, decode_context=8 * 100)
+    assert alone.step(b).parts["head"].time_s == 0.0 < full.step(b).parts["head"].time_s

@@ -333,7 +333,7 @@ def _llm_inference(case: Case, system: System) -> float:
     replicas = plan.replicas(model, case.chips, case.chip.id)
     sub = System.of(case.chip, plan.chips, chips_per_node=case.chips_per_node,
                     scale_out_gbit_s_per_chip=case.scale_out_gbit_s_per_chip, calibration=system.cal)  # fmt: skip
-    replica = Replica.of(model, sub, plan)
+    replica = Replica.of(model, sub, plan, layers_only=p.layers is not None)
     out = p.output_len
     if p.scenario == "fixed_batch":
         result = scenarios.fixed_batch(replica, p.input_len, out, batch=p.batch or 1, replicas=replicas)

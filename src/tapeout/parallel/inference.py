@@ -100,6 +100,8 @@ class InferencePlan:
         ...
         tapeout.errors.TapeoutError: field 'tp': 3 does not divide the 64 attention heads of the model
         """
+        if chips < 1:
+            raise TapeoutError(f"field 'chips': must be >= 1, got {chips}")
         if model.num_attention_heads % self.tp:
             raise TapeoutError(
                 f"field 'tp': {self.tp} does not divide the {model.num_attention_heads} attention heads of the model"

@@ -29,13 +29,15 @@ def finish(
     """
     busy = max(compute_s, memory_s, network_s)
     time_s = busy + overhead_s
-    parts: dict[Bound, float] = {
-        "compute": compute_s,
-        "memory": memory_s,
-        "network": network_s,
-        "latency": overhead_s,
-    }
-    bound = max(parts, key=lambda b: parts[b])
+    # The limiter that took the most time (ties go to the first of compute, memory, network).
+    bound: Bound = "compute"
+    top = compute_s
+    if memory_s > top:
+        bound, top = "memory", memory_s
+    if network_s > top:
+        bound, top = "network", network_s
+    if overhead_s > top:
+        bound = "latency"
     chip = system.chip
     at_peak = max(
         flops / peak_flops if peak_flops > 0 else 0.0,
@@ -51,5 +53,8 @@ def finish(
         link_bytes=link_bytes,
         network_bytes=network_bytes,
         energy_j=energy,
-        **{f"{bound}_s": time_s},
+        compute_s=time_s if bound == "compute" else 0.0,
+        memory_s=time_s if bound == "memory" else 0.0,
+        network_s=time_s if bound == "network" else 0.0,
+        latency_s=time_s if bound == "latency" else 0.0,
     )

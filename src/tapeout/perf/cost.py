@@ -3,6 +3,7 @@ the sum of its ops' costs, and `n * cost` is n repetitions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -37,12 +38,21 @@ class Cost:
     latency_s: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(Cost)})
+        return Cost(**{f: getattr(self, f) + getattr(other, f) for f in _FIELDS})
 
     def __mul__(self, times: float) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) * times for f in fields(Cost)})
+        return Cost(**{f: getattr(self, f) * times for f in _FIELDS})
 
     __rmul__ = __mul__
+
+    @classmethod
+    def total(cls, costs: Iterable[Cost]) -> Cost:
+        """The sum of many costs, in one pass."""
+        sums = [0.0] * len(_FIELDS)
+        for c in costs:
+            for i, f in enumerate(_FIELDS):
+                sums[i] += getattr(c, f)
+        return cls(**dict(zip(_FIELDS, sums, strict=True)))
 
     @property
     def bound(self) -> Bound:
@@ -64,4 +74,5 @@ class Cost:
         return out
 
 
+_FIELDS = tuple(f.name for f in fields(Cost))
 ZERO = Cost()

@@ -53,6 +53,21 @@ def matmul_cost(op: Matmul, system: System) -> Cost:
     )
 
 
+@lru_cache(maxsize=1024)
+def _setup(
+    system: System, precision: str
+) -> tuple[float, float, float, float, int, tuple[tuple[int, int], ...]]:
+    """Per chip and precision: peak, one core's matmul rate, DRAM rate, shared SRAM, cores, tiles."""
+    chip = system.chip
+    peak = chip.peak_flops(precision)
+    cores = chip.num_cores
+    mu = chip.matrix_unit
+    bpe = BYTES_PER_ELEMENT[precision]
+    tiles = _tile_candidates(mu.rows if mu else 64, mu.cols if mu else 64, chip.sram_per_core_bytes, bpe)
+    core_rate = peak * system.cal.matmul(precision) / cores
+    return peak, core_rate, chip.memory_bandwidth * system.cal.memory, chip.sram_shared_bytes, cores, tiles
+
+
 @lru_cache(maxsize=65536)
 def _matmul_cost(
     m: int,
@@ -64,42 +79,40 @@ def _matmul_cost(
     weight_precision: str | None,
     system: System,
 ) -> Cost:
-    chip = system.chip
+    peak, core_rate, mem_rate, l2, cores, tiles = _setup(system, precision)
     bpe = BYTES_PER_ELEMENT[precision]
     bpe_w = BYTES_PER_ELEMENT[weight_precision or precision]
     bpe_out = BYTES_PER_ELEMENT[out_precision]
-    peak = chip.peak_flops(precision)
-    cores = chip.num_cores
-    core_rate = peak * system.cal.matmul(precision) / cores
-    mem_rate = chip.memory_bandwidth * system.cal.memory
-    l2 = chip.sram_shared_bytes
-    mu = chip.matrix_unit
-    tiles = _tile_candidates(mu.rows if mu else 64, mu.cols if mu else 64, chip.sram_per_core_bytes, bpe)
 
     flops = 2.0 * m * n * k * groups
     a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe_w, m * n * bpe_out
+    # The largest output block half the shared SRAM can hold as full-k panels of A and B.
+    l2_side = l2 / 2 / (2 * k * bpe) if l2 > 0 else 0.0
     best: tuple[float, float, float, float, float] | None = None  # time, compute, memory, dram, sram
     for tm, tn in tiles:
         m_tiles, n_tiles = -(-m // tm), -(-n // tn)
         out_tiles = m_tiles * n_tiles * groups
         splits = 1
         if out_tiles < cores:
-            splits = max(1, min(cores // out_tiles, k // SPLIT_K_MIN_DEPTH))
+            splits = min(cores // out_tiles, k // SPLIT_K_MIN_DEPTH)
+            splits = splits if splits > 1 else 1
         waves = -(-out_tiles * splits // cores)
         compute = waves * 2.0 * tm * tn * (k / splits) / core_rate
         if l2 > 0:
             # The output block whose operand panels the shared SRAM serves: at least the tiles
             # of one wave (they run together), and as much as half the SRAM can hold as full-k
             # panels of A and B (kept across waves by a raster-order schedule).
-            side = max(math.sqrt(min(out_tiles, cores) * tm * tn), l2 / 2 / (2 * k * bpe))
-            bm, bn = min(m_tiles * tm, max(tm, side)), min(n_tiles * tn, max(tn, side))
+            side = math.sqrt((out_tiles if out_tiles < cores else cores) * tm * tn)
+            side = side if side > l2_side else l2_side
+            bm = m_tiles * tm if m_tiles * tm < side else (side if side > tm else tm)
+            bn = n_tiles * tn if n_tiles * tn < side else (side if side > tn else tn)
         else:
             bm, bn = tm, tn
         traffic = groups * (a_bytes * math.ceil(n / bn) + b_bytes * math.ceil(m / bm) + c_bytes)
         if splits > 1:  # partial sums in fp32, written and read back once
             traffic += groups * 2 * splits * m * n * 4
         memory = traffic / mem_rate
-        t = max(compute, memory)
+        t = compute if compute > memory else memory
         if best is None or t < best[0]:
             # every tile streams its A and B panels through the cores from the shared SRAM
             panels = out_tiles * (tm * bpe + tn * bpe_w) * k if l2 > 0 else 0.0

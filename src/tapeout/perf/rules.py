@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from tapeout.perf.cost import ZERO, Cost
+from tapeout.perf.cost import Cost
 from tapeout.perf.system import System
 from tapeout.workloads.ops import Op, OpKind
 
@@ -51,7 +51,4 @@ def op_cost(op: Op, system: System) -> Cost:
 
 def graph_cost(ops: Iterable[Op], system: System) -> Cost:
     """Ops run one after another: their costs add."""
-    total = ZERO
-    for op in ops:
-        total = total + op_cost(op, system)
-    return total
+    return Cost.total(op_cost(op, system) for op in ops)

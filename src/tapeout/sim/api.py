@@ -101,6 +101,9 @@ def serve(
     """
     if rate is not None and trace is not None:
         raise TapeoutError("give either a request rate or a trace file, not both")
+    for name, value in (("input_len", input_len), ("output_len", output_len)):
+        if not isinstance(value, Lengths) and not value >= 1:
+            raise TapeoutError(f"field '{name}': must be >= 1 token, got {value}")
     replica, replicas = build_replica(
         model, hardware, chips, tp=tp, pp=pp, ep=ep, precision=precision,
         kv_precision=kv_precision, max_tokens=max_tokens,

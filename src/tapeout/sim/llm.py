@@ -152,9 +152,14 @@ class Replica:
     system: System
     plan: InferencePlan
     max_tokens: int  # the token budget of one iteration: sizes the activation memory
+    layers_only: bool = False  # the transformer layers alone: no embeddings, final norm or head
     memory: MemoryPlan = field(init=False)
     _linear: dict[int, tuple[Cost, Cost]] = field(init=False, default_factory=dict)
     _head: dict[int, Cost] = field(init=False, default_factory=dict)
+    _kinds: dict[bool, int] = field(init=False, default_factory=dict)  # layers with experts or not
+    _layers_per_stage: int = field(init=False, default=1)
+    # joules per layer, attention and head FLOP and per DRAM byte; watts of TDP above idle
+    _energy: tuple[float, float, float, float, float] = field(init=False, default=(0.0, 0.0, 0.0, 0.0, 1.0))
 
     @classmethod
     def of(
@@ -165,12 +170,25 @@ class Replica:
         *,
         max_tokens: int = 8192,
         kv_memory_fraction: float = KV_MEMORY_FRACTION,
+        layers_only: bool = False,
     ) -> Replica:
         plan = plan or InferencePlan()
         plan.replicas(model, system.chips, system.chip.id)
         if max_tokens < 1:
             raise TapeoutError(f"field 'max_tokens': the token budget must be >= 1, got {max_tokens}")
-        replica = cls(model=model, system=system, plan=plan, max_tokens=max_tokens)
+        replica = cls(model=model, system=system, plan=plan, max_tokens=max_tokens, layers_only=layers_only)
+        for i in range(model.num_hidden_layers):
+            moe = model.is_moe_layer(i)
+            replica._kinds[moe] = replica._kinds.get(moe, 0) + 1
+        replica._layers_per_stage = math.ceil(model.num_hidden_layers / plan.pp)
+        cal = system.cal
+        replica._energy = (
+            energy_per_flop(system, plan.compute_precision),
+            energy_per_flop(system, replica._attention_precision),
+            energy_per_flop(system, plan.stream_precision),
+            cal.dram_pj_per_byte * 1e-12,
+            system.chip.tdp_w * (1.0 - cal.idle_power_fraction),
+        )
         replica.memory = replica._memory_plan(kv_memory_fraction)
         return replica
 
@@ -191,24 +209,26 @@ class Replica:
         m, p, chip = self.model, self.plan, self.system.chip
         wbytes = BYTES_PER_ELEMENT[p.weight_precision]
         sbytes = BYTES_PER_ELEMENT[p.stream_precision]
+        base = (m.attention_params() + m.norm_params()) / p.tp
         layers = 0.0
-        for i in range(m.num_hidden_layers):
-            base = (m.attention_params() + m.norm_params()) / p.tp
-            if m.is_moe_layer(i):
+        for moe, count in self._kinds.items():
+            if moe:
                 h, ffn_e = m.hidden_size, m.moe_intermediate_size or m.ffn_size
                 routed = m.experts * m.mlp_params(ffn_e) / p.stage_chips
                 other = (h * m.experts + m.n_shared_experts * m.mlp_params(ffn_e)) / p.tp
-                layers += base + routed + other
+                layers += count * (base + routed + other)
             else:
-                layers += base + m.mlp_params(m.ffn_size) / p.tp
+                layers += count * (base + m.mlp_params(m.ffn_size) / p.tp)
         ends = m.embedding_params() + m.head_params()
         if p.pp > 1:
             ends = max(m.embedding_params(), m.head_params())
+        if self.layers_only:
+            ends = 0
         weights = layers * self._stage_layers * wbytes + ends / p.tp * max(wbytes, sbytes)
         tokens = -(-self.max_tokens // p.attention_groups)
         per_token = 4 * m.hidden_size + (self._heads_chip() + 2 * self._kv_heads_chip()) * m.dim_per_head
         per_token += 2 * max(m.ffn_size, m.moe_intermediate_size or 0) // p.tp
-        logits = tokens * m.vocab_size / p.tp * 4  # fp32 logits of a full budget of samplers
+        logits = 0 if self.layers_only else tokens * m.vocab_size / p.tp * 4  # fp32, a full budget
         activations = tokens * per_token * sbytes + logits
         kv_per_token = self._kv_bytes_per_token_layer() * math.ceil(m.num_hidden_layers / p.pp)
         free = chip.memory.capacity_gb * GB - weights - activations - RUNTIME_RESERVE_BYTES
@@ -337,12 +357,8 @@ class Replica:
         norms: list[Op] = [Reduce(rows=m_group, cols=h, precision=self.plan.stream_precision)] * 2
         common = graph_cost(self._attention_linear(m_group) + norms, sys)
         total = ZERO
-        kinds: dict[bool, int] = {}
-        for i in range(c.num_hidden_layers):
-            moe = c.is_moe_layer(i)
-            kinds[moe] = kinds.get(moe, 0) + 1
         comm_total = ZERO
-        for moe, count in kinds.items():
+        for moe, count in self._kinds.items():
             mlp = self._moe(m_group) if moe else self._mlp(m_group, c.ffn_size // self.plan.tp, "mlp")
             total = total + count * (common + graph_cost(mlp, sys))
             comm_total = comm_total + count * graph_cost(self._comm(m_group, moe), sys)
@@ -360,6 +376,8 @@ class Replica:
 
     def _head_cost(self, samplers: int) -> Cost:
         cost = self._head.get(samplers)
+        if cost is None and self.layers_only:
+            cost = ZERO
         if cost is None:
             c, p = self.model, self.plan
             sp = p.stream_precision
@@ -371,12 +389,17 @@ class Replica:
             self._head[samplers] = cost
         return cost
 
-    def _attention(self, batch: Batch) -> Cost:
+    @property
+    def _attention_precision(self) -> Precision:
+        """Fused attention runs in the wider of the activation and KV formats, never in 4 bits."""
+        prec = _wider(self.plan.act_precision, self.plan.kv_precision)
+        return "fp8" if prec == "fp4" else prec
+
+    def _attention_ops(self, batch: Batch) -> list[Op]:
+        """Attention of one layer on one chip: a call for the prefill chunks, one for the decodes."""
         c, p = self.model, self.plan
         heads = self._heads_chip()
-        prec: Precision = _wider(p.act_precision, p.kv_precision)
-        prec = "fp8" if prec == "fp4" else prec
-        layers = math.ceil(c.num_hidden_layers / p.pp)
+        prec = self._attention_precision
         ops: list[Op] = []
         n_p = self._share(batch.prefill_seqs)
         if n_p:
@@ -411,27 +434,27 @@ class Replica:
                 ops.append(Attention(batch=n_d, q_len=1, kv_len=kv, heads=heads, kv_heads=self._kv_heads_chip(),
                                      head_dim=c.dim_per_head, precision=prec,
                                      kv_precision=p.kv_precision))  # fmt: skip
-        return graph_cost(ops, self.system) * layers if ops else ZERO
+        return ops
+
+    def _attention(self, batch: Batch) -> Cost:
+        ops = self._attention_ops(batch)
+        return graph_cost(ops, self.system) * self._layers_per_stage if ops else ZERO
 
     # ---- the iteration -------------------------------------------------------------------
-    def _power_capped(self, layers: Cost, attention: Cost, head: Cost) -> float:
+    def _power_capped(
+        self, busy: float, layer_flops: float, attention_flops: float, head_flops: float, dram_bytes: float
+    ) -> float:
         """The busy time of the iteration at the clock its TDP sustains.
 
         At full clocks the iteration would draw `joules / busy` watts above idle. When that
         exceeds the TDP's headroom, clocks drop to the fraction x where the draw fits: dynamic
         power goes as f V^2 and voltage tracks frequency in the DVFS range, so power scales as
         x^3 while time scales as 1/x, and the time is busy * (draw / headroom)^(1/3)."""
-        p, sys = self.plan, self.system
-        attn_prec = _wider(p.act_precision, p.kv_precision)
+        e_layer, e_attention, e_head, e_byte, headroom = self._energy
         joules = (
-            layers.flops * energy_per_flop(sys, p.compute_precision)
-            + attention.flops * energy_per_flop(sys, "fp8" if attn_prec == "fp4" else attn_prec)
-            + head.flops * energy_per_flop(sys, p.stream_precision)
-            + (layers.dram_bytes + attention.dram_bytes + head.dram_bytes) * sys.cal.dram_pj_per_byte * 1e-12
+            layer_flops * e_layer + attention_flops * e_attention + head_flops * e_head + dram_bytes * e_byte
         )
-        busy = layers.time_s + attention.time_s + head.time_s
         draw = joules / busy
-        headroom = sys.chip.tdp_w * (1.0 - sys.cal.idle_power_fraction)
         return busy if draw <= headroom else busy * (draw / headroom) ** (1.0 / DVFS_EXPONENT)
 
     def step(self, batch: Batch) -> StepCost:
@@ -443,7 +466,8 @@ class Replica:
         head = self._head_cost(max(1, self._share(batch.samplers)))
         attention = self._attention(batch)
         busy = layers.time_s + attention.time_s + head.time_s
-        floor = self._power_capped(layers, attention, head)
+        dram = layers.dram_bytes + attention.dram_bytes + head.dram_bytes
+        floor = self._power_capped(busy, layers.flops, attention.flops, head.flops, dram)
         parts = {"layers": layers, "attention": attention, "head": head}
         if floor > busy:
             stretch = floor / busy
@@ -460,5 +484,13 @@ class Replica:
             return 0.0
         layers, comm = self._layers(self._share(batch.tokens))
         head = self._head_cost(max(1, self._share(batch.samplers)))
-        attention = self._attention(batch)
-        return (self._power_capped(layers, attention, head) + comm.time_s) * self.plan.pp
+        t = flops = dram = 0.0
+        for op in self._attention_ops(batch):
+            c = op_cost(op, self.system)
+            t, flops, dram = t + c.time_s, flops + c.flops, dram + c.dram_bytes
+        n = self._layers_per_stage
+        busy = layers.time_s + n * t + head.time_s
+        capped = self._power_capped(
+            busy, layers.flops, n * flops, head.flops, layers.dram_bytes + n * dram + head.dram_bytes
+        )
+        return (capped + comm.time_s) * self.plan.pp

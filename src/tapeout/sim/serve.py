@@ -8,7 +8,7 @@ advances clocks. Policies live in `tapeout.sim.policies`, one file each, registe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +94,7 @@ class ServeResult:
     duration_s: float
     output_tokens: int
     input_tokens: int
+    output_len: IntArray
     ttft_s: FloatArray
     tpot_s: FloatArray
     e2e_s: FloatArray
@@ -116,6 +117,7 @@ class ServeResult:
             duration_s=float(np.nanmax(ledger.finish_s)) - start,
             output_tokens=int(req.output_len.sum()),
             input_tokens=int(req.input_len.sum()),
+            output_len=req.output_len,
             ttft_s=ttft,
             tpot_s=tpot,
             e2e_s=e2e,
@@ -147,13 +149,7 @@ class ServeResult:
         """Output tokens per second of the requests that met both limits."""
         if self.duration_s <= 0:
             return 0.0
-        return self.replicas * float((self.meets() * self._output_len).sum()) / self.duration_s
-
-    @property
-    def _output_len(self) -> FloatArray:
-        # tpot is NaN exactly where a request has one output token; recover lengths from e2e.
-        decode = np.where(np.isnan(self.tpot_s), 0.0, (self.e2e_s - self.ttft_s) / self.tpot_s)
-        return np.rint(decode) + 1
+        return self.replicas * float((self.meets() * self.output_len).sum()) / self.duration_s
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -205,9 +201,3 @@ def simulate(
     return ServeResult.of(
         ledger, sched.engines, replicas, ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s
     )
-
-
-def policy_names() -> Mapping[str, PolicyFactory]:
-    from tapeout.sim.policies import POLICIES
-
-    return POLICIES

@@ -1,12 +1,18 @@
 """Continuous batching with chunked prefill (vLLM, TensorRT-LLM in-flight batching).
 
 Every iteration, in order:
-1. every decoding sequence gets its next token; when the paged KV cache has no page for a
-   sequence that needs one, the most recently admitted sequences are preempted (their pages
-   freed; they are re-queued first and later recompute their prompt plus what they generated);
+1. every decoding sequence gets its next token;
 2. prompts already admitted continue in chunks, then queued requests are admitted in arrival
-   order while the iteration's token budget, the sequence limit `max_batch` and free pages for
-   the whole prompt last. A chunk that ends a prompt samples the first output token.
+   order while the iteration's token budget, the sequence limit `max_batch` and free pages of
+   the paged KV cache last. A chunk that ends a prompt samples the first output token.
+
+Admission, as `admission` says:
+- `greedy` (the default; vLLM's): pages for the prompt suffice; the cache grows page by page, and when a
+  decoding sequence finds no free page the most recently admitted ones are preempted (their
+  pages freed; they are re-queued first and later recompute their prompt plus what they
+  generated).
+- `reserve` (TensorRT-LLM's GUARANTEED_NO_EVICT, with the request's true output length): a
+  request is admitted only when the pages for its whole length are free; nothing is evicted.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -45,6 +52,7 @@ class Continuous:
         ids: list[int] | None = None,
         prefilled: bool = False,
         handoff: Callable[[int, float], None] | None = None,
+        admission: Literal["reserve", "greedy"] = "greedy",
         name: str = "replica",
     ) -> None:
         self.engines = [Engine(replica, name)]
@@ -60,6 +68,10 @@ class Continuous:
         for name_, value in (("max_batch", self.max_batch), ("max_tokens", self.budget)):
             if value < 1:
                 raise TapeoutError(f"field '{name_}': must be >= 1, got {value}")
+        if admission not in ("reserve", "greedy"):
+            raise TapeoutError(f"field 'admission': {admission!r}; known: reserve, greedy")
+        self.reserve = admission == "reserve"
+        self.held = np.zeros(len(req), dtype=np.int64)  # KV pages each request holds
         self.prefilled = prefilled
         self.handoff = handoff
         order = range(len(req)) if ids is None else ids
@@ -94,9 +106,10 @@ class Continuous:
     def _preempt_for(self, need: int) -> int:
         """Free pages by preempting the newest decoding sequences; the pages the rest need."""
         while need > self.free_pages and len(self.r_id):
-            rid, kv = int(self.r_id[-1]), int(self.r_kv[-1])
+            rid = int(self.r_id[-1])
             self.r_id, self.r_kv = self.r_id[:-1], self.r_kv[:-1]
-            self.free_pages += self._pages(kv)
+            self.free_pages += int(self.held[rid])
+            self.held[rid] = 0
             self.resume.append(rid)
             self.ledger.preemptions += 1
             need = int(np.count_nonzero(self.r_kv % self.block == 0))
@@ -119,13 +132,15 @@ class Continuous:
                     f"{self._pages(full) * self.block} tokens of KV cache; the replica holds "
                     f"{self.total_pages * self.block}"
                 )
-            if self._pages(target) > self.free_pages:
+            pages = self._pages(full if self.reserve and self.handoff is None else target)
+            if pages > self.free_pages:
                 return
             if from_resume:
                 self.resume.pop(0)
             else:
                 heapq.heappop(self.waiting)
-            self.free_pages -= self._pages(target)
+            self.free_pages -= pages
+            self.held[rid] = pages
             in_flight += 1
             if self.prefilled and not from_resume:
                 self.r_id = np.append(self.r_id, rid)
@@ -139,10 +154,14 @@ class Continuous:
 
     def schedule(self, engine: Engine) -> Batch | None:
         now = engine.clock
-        need = int(np.count_nonzero(self.r_kv % self.block == 0))
-        if need > self.free_pages:
-            need = self._preempt_for(need)
-        self.free_pages -= need
+        if not self.reserve:
+            grow = self.r_kv % self.block == 0
+            need = int(np.count_nonzero(grow))
+            if need > self.free_pages:
+                need = self._preempt_for(need)
+                grow = self.r_kv % self.block == 0
+            self.free_pages -= need
+            self.held[self.r_id[grow]] += 1
         n_dec = len(self.r_id)
         self._decoding = n_dec
         budget = self.budget - n_dec
@@ -183,7 +202,8 @@ class Continuous:
             if done.any():
                 gone = ids[done]
                 led.finish_s[gone] = now
-                self.free_pages += int(((self.r_kv[:n_dec][done] + self.block - 1) // self.block).sum())
+                self.free_pages += int(self.held[gone].sum())
+                self.held[gone] = 0
                 self.finished += len(gone)
                 keep = np.ones(len(self.r_id), dtype=bool)
                 keep[:n_dec] = ~done
@@ -200,7 +220,8 @@ class Continuous:
             if np.isnan(led.first_token_s[rid]):
                 led.first_token_s[rid] = now
             if led.generated[rid] >= self.out[rid] or self.handoff is not None:
-                self.free_pages += self._pages(prompt.target)
+                self.free_pages += int(self.held[rid])
+                self.held[rid] = 0
                 self.finished += 1
                 if led.generated[rid] >= self.out[rid]:
                     led.finish_s[rid] = now
