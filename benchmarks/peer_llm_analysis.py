@@ -1,4 +1,5 @@
-"""Peer predictor: the PyPI package llm-analysis (github.com/cli99/llm-analysis) for LLM inference.
+"""Peer predictor: the PyPI package llm-analysis (github.com/cli99/llm-analysis) for LLM inference
+and training.
 
 Install the peer into any environment with ``pip install llm-analysis==0.2.2`` (pulls transformers,
 tokenizers and huggingface-hub, no torch). Everything here runs offline: model, GPU and dtype
@@ -80,8 +81,50 @@ HF_CONFIGS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 4096,
         "hidden_act": "silu",
     },
+    "llama-3.1-8b": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "hidden_act": "silu",
+    },
+    "llama-3.1-70b": {
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "hidden_act": "silu",
+    },
+    "gpt3-175b": {
+        "model_type": "gpt3",
+        "hidden_size": 12288,
+        "intermediate_size": 4 * 12288,
+        "num_hidden_layers": 96,
+        "num_attention_heads": 96,
+        "num_key_value_heads": 96,
+        "vocab_size": 50257,
+        "max_position_embeddings": 2048,
+        "hidden_act": "gelu",
+    },
 }
-"""Hugging Face ``config.json`` keys (meta-llama/*-hf) for the models named by our ids."""
+"""Hugging Face ``config.json`` keys (meta-llama/*-hf) for the models named by our ids.
+
+GPT-3 175B has no Hugging Face checkpoint; its entry uses the same keys with the paper's shape
+(ungated GELU MLP of ``4 * hidden``, multi-head attention, 2048-token context)."""
+
+RECOMPUTE_MODES: dict[str, str] = {"none": "NONE", "selective": "SELECTIVE", "full": "FULL"}
+"""Our activation-recomputation names to llm-analysis ``ActivationRecomputation`` members.
+
+``SELECTIVE`` is Megatron's selective recomputation (QK^T, softmax, dropout and attention over V
+recomputed; https://arxiv.org/abs/2205.05198)."""
 
 _GATED_ACTS = frozenset({"silu", "swiglu", "geglu", "gelu_pytorch_tanh_gated"})
 
@@ -246,6 +289,105 @@ def run_llm_analysis(
     }
 
 
+def run_llm_analysis_training(
+    *,
+    model: str,
+    gpu: str,
+    chips: int,
+    tp: int,
+    pp: int,
+    dp: int,
+    seq_len: int,
+    global_batch: int,
+    micro_batch: int,
+    dtype: str,
+    recompute: str = "none",
+    zero: int = 0,
+    flops_efficiency: float = 1.0,
+    hbm_memory_efficiency: float = 1.0,
+    hf_config: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Predict one training step of ``global_batch`` sequences of ``seq_len`` tokens on ``chips`` GPUs.
+
+    Calls ``llm_analysis.analysis.LLMAnalysis(..., ParallelismConfig(tp_size=tp, pp_size=pp,
+    dp_size=dp)).training(batch_size_per_gpu=micro_batch, global_batch_size=global_batch,
+    seq_len=seq_len, activation_recomputation=..., ds_zero=DSZeRO(zero))``. llm-analysis takes no
+    GPU count; it derives ``tp * pp * dp``, so ``chips`` must equal that product (else ValueError).
+    Gradient accumulation steps are derived as ``global_batch / (micro_batch * dp)``. Keys of its
+    summary used:
+
+    - ``step_time_s`` = ``latency_per_iter`` = ``latency_per_micro_batch *
+      gradient_accumulation_steps``, where ``latency_per_micro_batch`` is the micro batch's
+      fwd + bwd (2x fwd) + recompute FLOPs divided by ``tp * pp * achieved_flops``: pure compute at
+      ``flops_efficiency`` of the dtype's peak, so no communication, no pipeline bubble.
+    - ``tokens_per_s`` = ``global_batch * seq_len / step_time_s`` (computed here).
+    - ``achieved_tflops_per_gpu`` = ``achieved_flops``; ``flops_efficiency`` as used.
+    - ``gradient_accumulation_steps``, ``max_micro_batch_per_gpu`` = ``max_batch_size_per_gpu``.
+    - ``memory_gb_per_gpu`` = ``(weight+op_state+grad+act)_memory_per_gpu`` and
+      ``memory_left_gb_per_gpu`` = ``memory_left_per_gpu`` (GiB; negative means it does not fit,
+      which llm-analysis only warns about, so no error is raised).
+    - ``latency_fwd_s`` = ``latency_fwd``: its roofline forward-pass estimate for one micro batch
+      (with TP communication), reported but not part of ``step_time_s``.
+
+    llm-analysis reports no MFU, so there is no ``mfu`` key. ``seconds`` is the wall time of this
+    call. ``recompute`` is one of ``RECOMPUTE_MODES``; ``zero`` a DeepSpeed ZeRO stage 0-3;
+    ``dtype`` / ``gpu`` as for ``run_llm_analysis`` (``fp8`` maps to ``w8a8e16``, timed at the GPU's
+    ``peak_i8_TFLOPS``). Attention is counted with FlashAttention, Adam states with FP32 master
+    weights, and a gated MLP as the equal-parameter two-matrix MLP (see ``_model_config``) for
+    memory. Its FLOP count hard-codes the MLP at ``16 * tokens * hidden**2`` per layer (a ``4 *
+    hidden`` MLP) whatever ``ffn_embed_dim`` is, so models with wider MLPs (Llama 3.1: SwiGLU 3 x
+    3.5 * hidden, i.e. 21) are under-counted, and attention scores at the full ``4 * s**2 * hidden``
+    per layer (no causal halving). Raises ValueError for inconsistent batch/parallel sizes or ``seq_len`` beyond the model's limit.
+    """
+    t0 = time.perf_counter()
+    if chips != tp * pp * dp:
+        raise ValueError(f"chips ({chips}) must equal tp * pp * dp ({tp} * {pp} * {dp})")
+    if recompute.lower() not in RECOMPUTE_MODES:
+        raise ValueError(f"unknown recompute {recompute!r}; one of {', '.join(RECOMPUTE_MODES)}")
+    analysis_mod, config_mod = _load_peer()
+    try:
+        ds_zero = analysis_mod.DSZeRO(zero)
+    except ValueError as exc:
+        raise ValueError(f"zero must be a ZeRO stage 0-3, got {zero!r}") from exc
+    recomputation = analysis_mod.ActivationRecomputation[RECOMPUTE_MODES[recompute.lower()]]
+    model_config = _model_config(config_mod, model, hf_config)
+    gpu_config = _named(config_mod.gpu_configs, GPU_ALIASES, gpu, "gpu")
+    dtype_config = _named(config_mod.dtype_configs, DTYPE_ALIASES, dtype, "dtype")
+    with _quiet_peer():
+        try:
+            peer = analysis_mod.LLMAnalysis(
+                model_config,
+                gpu_config,
+                dtype_config,
+                config_mod.ParallelismConfig(tp_size=tp, pp_size=pp, dp_size=dp),
+                flops_efficiency=flops_efficiency,
+                hbm_memory_efficiency=hbm_memory_efficiency,
+            )
+            summary: dict[str, Any] = peer.training(
+                batch_size_per_gpu=micro_batch,
+                global_batch_size=global_batch,
+                seq_len=seq_len,
+                activation_recomputation=recomputation,
+                ds_zero=ds_zero,
+            )
+        except AssertionError as exc:
+            raise ValueError(f"llm-analysis rejected the case: {exc}") from exc
+    gib = float(1024**3)
+    step_time = float(summary["latency_per_iter"])
+    return {
+        "step_time_s": step_time,
+        "tokens_per_s": global_batch * seq_len / step_time,
+        "achieved_tflops_per_gpu": float(summary["achieved_flops"]),
+        "flops_efficiency": float(summary["flops_efficiency"]),
+        "gradient_accumulation_steps": float(summary["gradient_accumulation_steps"]),
+        "max_micro_batch_per_gpu": float(summary["max_batch_size_per_gpu"]),
+        "memory_gb_per_gpu": float(summary["(weight+op_state+grad+act)_memory_per_gpu"]) / gib,
+        "memory_left_gb_per_gpu": float(summary["memory_left_per_gpu"]) / gib,
+        "latency_fwd_s": float(summary["latency_fwd"]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def main() -> int:
     if not peer_available():
         print(f"llm-analysis is not installed: pip install {PEER_REQUIREMENT}")
@@ -264,6 +406,40 @@ def main() -> int:
     for case in cases:
         try:
             out = run_llm_analysis(**case, input_len=222, output_len=290)
+        except ValueError as exc:
+            print(case, "->", exc)
+            continue
+        print(case, "->", {k: round(v, 6) for k, v in out.items()})
+    training_cases: list[dict[str, Any]] = [
+        {
+            "model": "gpt3-175b",
+            "gpu": "h100-sxm-80gb",
+            "chips": 512,
+            "tp": 4,
+            "pp": 8,
+            "dp": 16,
+            "seq_len": 2048,
+            "global_batch": 2048,
+            "micro_batch": 2,
+            "dtype": "bf16",
+            "recompute": "selective",
+        },
+        {
+            "model": "llama-3.1-8b",
+            "gpu": "h100-sxm-80gb",
+            "chips": 8,
+            "tp": 1,
+            "pp": 1,
+            "dp": 8,
+            "seq_len": 8192,
+            "global_batch": 128,
+            "micro_batch": 1,
+            "dtype": "bf16",
+        },
+    ]
+    for case in training_cases:
+        try:
+            out = run_llm_analysis_training(**case)
         except ValueError as exc:
             print(case, "->", exc)
             continue

@@ -42,6 +42,17 @@ def test_llm_inference_cases_are_all_predicted(report):
     assert sum(e <= 0.15 for e in errors) >= 18, table
 
 
+def test_llm_training_cases_hold_their_level(report):
+    """The training target is MAPE <= 10 % with 70 % within 10 %; this holds the measured level
+    (MAPE 20.2 %, 20 of 35 within 10 %) against regressions."""
+    cases = [c for c in report["cases"] if c["kind"] == "llm_training"]
+    assert len(cases) == 35
+    errors = [abs(c["error"]) if c["error"] is not None else 1.0 for c in cases]
+    table = "\n".join(f"{c['id']}: {c['error']}" for c in cases)
+    assert sum(errors) / len(errors) <= 0.21, table
+    assert sum(e <= 0.10 for e in errors) >= 20, table
+
+
 def test_report_follows_the_schema(report):
     assert set(report) == {"cases", "summary"}
     for c in report["cases"]:

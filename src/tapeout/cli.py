@@ -196,10 +196,13 @@ def calibrate(
     for c in result["cases"]:
         loo.add_row(c["id"], f"{100 * c['in_sample']:+.1f}%", f"{100 * c['held_out']:+.1f}%")
     console.print(loo)
-    console.print(
-        f"MAPE in-sample {100 * result['mape_in_sample']:.1f}%, held-out {100 * result['mape_held_out']:.1f}%"
-        + ("; written to calibration.yaml" if write else "")
-    )
+    for kind, k in result["by_kind"].items():
+        console.print(
+            f"{kind}: {k['n']} cases, MAPE in-sample {100 * k['mape_in_sample']:.1f}%, "
+            f"held-out {100 * k['mape_held_out']:.1f}%"
+        )
+    if write:
+        console.print("written to calibration.yaml")
 
 
 @app.command()
@@ -279,6 +282,62 @@ def serve(
         console.print(
             f"{phase}: one iteration of {size} takes {1e3 * ph['time_s']:.3g} ms, {ph['bound']}-bound"
         )
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="A model catalog id or a config.json path.")],
+    hardware: Annotated[str, typer.Option("--hardware", help="A hardware catalog id.")],
+    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")],
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")],
+    global_batch: Annotated[int, typer.Option("--global-batch", help="Sequences per step.")],
+    tp: Annotated[int, typer.Option("--tp")] = 1,
+    pp: Annotated[int, typer.Option("--pp")] = 1,
+    dp: Annotated[int | None, typer.Option("--dp", help="Default: chips / (tp x pp x cp).")] = None,
+    cp: Annotated[int, typer.Option("--cp")] = 1,
+    ep: Annotated[int, typer.Option("--ep")] = 1,
+    vpp: Annotated[int, typer.Option("--vpp", help="Interleaved chunks per stage.")] = 1,
+    micro_batch: Annotated[int, typer.Option("--micro-batch")] = 1,
+    sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel")] = False,
+    recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
+    zero: Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3.")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="Matmul precision.")] = "bf16",
+    do_search: Annotated[bool, typer.Option("--search", help="Find the fastest plan that fits.")] = False,
+    budget: Annotated[int, typer.Option("--budget", help="Plans the search may try.")] = 200_000,
+    chips_per_node: Annotated[int | None, typer.Option("--chips-per-node")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict a training step: time, tokens/s, MFU, breakdown and memory per chip."""
+    from tapeout.sim.train_api import train as run_train
+
+    out = run_train(
+        model, hardware, chips, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp, cp=cp,
+        ep=ep, vpp=vpp, micro_batch=micro_batch, sequence_parallel=sequence_parallel, recompute=recompute,
+        zero=zero, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
+    )  # fmt: skip
+    if as_json:
+        _print_json(out)
+        return
+    p = out["plan"]
+    console.print(
+        f"{out['model']} on {chips} x {out['hardware']}: tp {p['tp']} pp {p['pp']} dp {p['dp']} cp {p['cp']} "
+        f"ep {p['ep']} vpp {p['vpp']}, micro-batch {p['micro_batch']} ({p['micro_batches']} per step), "
+        f"sequence parallel {p['sequence_parallel']}, recompute {p['recompute']}, ZeRO {p['zero']}"
+    )
+    if "search" in out:
+        s = out["search"]
+        console.print(
+            f"search: {s['tried']} plans tried, {s['feasible']} fit"
+            + ("" if s["exhausted"] else " (budget hit)")
+        )
+    console.print(
+        f"step {out['step_time_s']:.4g} s, {out['tokens_per_s']:,.0f} tokens/s, MFU {100 * out['mfu']:.1f}%, "
+        f"HFU {100 * out['hfu']:.1f}%"
+    )
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:.3g} s" for k, v in out["breakdown_s"].items())
+    console.print(f"time: {parts}")
+    mem = ", ".join(f"{k} {v:.1f}" for k, v in out["memory_per_chip_gb"].items())
+    console.print(f"memory per chip (GB): {mem}")
 
 
 def main() -> None:

@@ -23,11 +23,13 @@ from tapeout.errors import TapeoutError, from_validation, require_mapping
 from tapeout.hardware.catalog import resolve_chip
 from tapeout.hardware.spec import ChipSpec, Frozen, Precision
 from tapeout.parallel.inference import InferencePlan
+from tapeout.parallel.training import TrainingPlan
 from tapeout.perf import System, op_cost
 from tapeout.perf.attention import schema_attention_flops
 from tapeout.perf.calibration import Calibration
 from tapeout.sim import scenarios
 from tapeout.sim.llm import Replica
+from tapeout.sim.train import train_step
 from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import ModelConfig, resolve_model
 from tapeout.workloads.ops import COLLECTIVES, Attention, Elementwise, Matmul
@@ -352,8 +354,23 @@ def _llm_inference(case: Case, system: System) -> float:
     ]
 
 
+@predictor("llm_training")
+def _llm_training(case: Case, system: System) -> float:
+    p: LlmTrainingParams = case.params
+    if not isinstance(case.model, LLMConfig):
+        raise TapeoutError(f"{case.id}: field 'model': kind llm_training needs a language model")
+    model = case.model if p.layers is None else case.model.with_layers(p.layers)
+    prec: Any = case.precision
+    plan = TrainingPlan(
+        tp=p.tp, pp=p.pp, dp=p.dp, cp=p.cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
+        sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, precision=prec,
+    )  # fmt: skip
+    result = train_step(model, system, plan, seq_len=p.seq_len, global_batch=p.global_batch,
+                        layers_only=p.layers is not None, check_memory=False)  # fmt: skip
+    return {"step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s}[case.metric]
+
+
 _NOT_YET = {
-    "llm_training": "LLM training steps are not modelled yet",
     "recsys_inference": "recommendation-model inference is not modelled yet",
     "recsys_training": "recommendation-model training is not modelled yet",
 }
@@ -394,6 +411,8 @@ def predict(case: Case, calibration: Calibration | None = None) -> CaseResult:
         value = fn(case, case.system(calibration))
     except Unsupported as exc:
         return CaseResult(case.id, case.kind, case.metric, case.value, None, str(exc))
+    except TapeoutError as exc:  # a plan or model the tool finds impossible: a miss, with why
+        return CaseResult(case.id, case.kind, case.metric, case.value, None, f"cannot predict: {exc}")
     if not math.isfinite(value) or value <= 0:
         raise AssertionError(f"{case.id}: predictor returned {value}")
     return CaseResult(case.id, case.kind, case.metric, case.value, value)

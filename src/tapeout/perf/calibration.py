@@ -35,7 +35,8 @@ class Calibration:
     link: float  # of the per-direction scale-up / scale-out bandwidth, ring and point-to-point
     in_switch: float  # of the per-direction link bandwidth, for in-switch reduction (NVLS)
     kernel_overhead_us: float  # fixed cost of launching one kernel
-    serving_pj_per_flop: float  # dynamic energy of a 16-bit matrix FLOP on 5 nm-class silicon
+    serving_pj_per_flop: float  # effective energy of a 16-bit FLOP of a serving iteration, 5 nm class
+    training_pj_per_flop: float  # the same for a training step
     dram_pj_per_byte: float  # dynamic energy of moving one DRAM byte
     idle_power_fraction: float  # of TDP, drawn while the chip is busy with nothing
 

@@ -24,7 +24,7 @@ from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import BYTES_PER_ELEMENT, Precision
 from tapeout.parallel.inference import InferencePlan
 from tapeout.perf.cost import ZERO, Cost
-from tapeout.perf.power import energy_per_flop
+from tapeout.perf.power import energy_per_flop, power_capped
 from tapeout.perf.rules import graph_cost, op_cost
 from tapeout.perf.system import System
 from tapeout.units import GB
@@ -48,7 +48,6 @@ RUNTIME_RESERVE_BYTES = 1.0 * GB
 # takes: TensorRT-LLM's default kv_cache_free_gpu_mem_fraction and vLLM's default
 # gpu_memory_utilization are both 0.9.
 KV_MEMORY_FRACTION = 0.9
-DVFS_EXPONENT = 3.0  # dynamic power ~ f V^2 with V ~ f: power ~ f^3 under a power cap
 KV_BLOCK_TOKENS = 16  # tokens per page of the paged KV cache (vLLM's default block size)
 
 
@@ -158,8 +157,8 @@ class Replica:
     _head: dict[int, Cost] = field(init=False, default_factory=dict)
     _kinds: dict[bool, int] = field(init=False, default_factory=dict)  # layers with experts or not
     _layers_per_stage: int = field(init=False, default=1)
-    # joules per layer, attention and head FLOP and per DRAM byte; watts of TDP above idle
-    _energy: tuple[float, float, float, float, float] = field(init=False, default=(0.0, 0.0, 0.0, 0.0, 1.0))
+    # joules per layer, attention and head FLOP and per DRAM byte
+    _energy: tuple[float, float, float, float] = field(init=False, default=(0.0, 0.0, 0.0, 0.0))
 
     @classmethod
     def of(
@@ -182,12 +181,12 @@ class Replica:
             replica._kinds[moe] = replica._kinds.get(moe, 0) + 1
         replica._layers_per_stage = math.ceil(model.num_hidden_layers / plan.pp)
         cal = system.cal
+        pj = cal.serving_pj_per_flop
         replica._energy = (
-            energy_per_flop(system, plan.compute_precision),
-            energy_per_flop(system, replica._attention_precision),
-            energy_per_flop(system, plan.stream_precision),
+            energy_per_flop(system, plan.compute_precision, pj),
+            energy_per_flop(system, replica._attention_precision, pj),
+            energy_per_flop(system, plan.stream_precision, pj),
             cal.dram_pj_per_byte * 1e-12,
-            system.chip.tdp_w * (1.0 - cal.idle_power_fraction),
         )
         replica.memory = replica._memory_plan(kv_memory_fraction)
         return replica
@@ -444,18 +443,12 @@ class Replica:
     def _power_capped(
         self, busy: float, layer_flops: float, attention_flops: float, head_flops: float, dram_bytes: float
     ) -> float:
-        """The busy time of the iteration at the clock its TDP sustains.
-
-        At full clocks the iteration would draw `joules / busy` watts above idle. When that
-        exceeds the TDP's headroom, clocks drop to the fraction x where the draw fits: dynamic
-        power goes as f V^2 and voltage tracks frequency in the DVFS range, so power scales as
-        x^3 while time scales as 1/x, and the time is busy * (draw / headroom)^(1/3)."""
-        e_layer, e_attention, e_head, e_byte, headroom = self._energy
+        """The busy time of the iteration at the clock its TDP sustains (`power_capped`)."""
+        e_layer, e_attention, e_head, e_byte = self._energy
         joules = (
             layer_flops * e_layer + attention_flops * e_attention + head_flops * e_head + dram_bytes * e_byte
         )
-        draw = joules / busy
-        return busy if draw <= headroom else busy * (draw / headroom) ** (1.0 / DVFS_EXPONENT)
+        return power_capped(self.system, busy, joules)
 
     def step(self, batch: Batch) -> StepCost:
         """Latency of one iteration and its parts (per chip of the busiest stage). When the

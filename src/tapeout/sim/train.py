@@ -1,0 +1,427 @@
+"""One training step of a transformer: time, memory per chip, MFU, and what the time went to.
+
+Every op of a layer is costed by the rules of `tapeout.perf` on one chip, for one micro-batch
+of `micro_batch x seq_len / cp` tokens:
+- forward: the projections and MLP (or the experts a rank holds, as a grouped GEMM), fused
+  causal attention over the whole sequence (ring attention shares it `cp` ways), norms and
+  pointwise ops, the tensor-parallel all-reduces (reduce-scatter plus all-gather with sequence
+  parallelism: the same bytes), the expert all-to-alls;
+- backward: each matmul twice, as its input-gradient and its weight-gradient products; the
+  FlashAttention-2 backward; the same communication again;
+- recompute: `full` runs each layer's forward again before its backward, `selective` the core
+  attention only (Korthikanti et al. 2022);
+- context parallelism passes key/value blocks around the ring while attention computes; only
+  the part the attention does not hide is exposed.
+Pipeline: `m` micro-batches through `pp` stages of `vpp` interleaved chunks take
+`(m + (pp - 1) / vpp) x (forward + backward of one micro-batch on one stage)` (1F1B; Narayanan et
+al. 2021), plus a point-to-point transfer per micro-batch and chunk boundary. The last stage
+also runs the output head and loss.
+Data parallelism: the gradient reduce-scatter (all-reduce without ZeRO) overlaps the backward
+of the last micro-batch, as Megatron's overlapped gradient reduction does; ZeRO-1/2 all-gather
+the updated weights after the step; ZeRO-3 all-gathers each stage's weights for every forward
+and backward, hidden behind the compute it prefetches for. The optimizer (Adam with fp32 master
+weights) streams its states once. A sustained load runs at the clock its TDP allows, as in
+serving (`tapeout.sim.llm`).
+
+Model FLOPs: 6 x active parameters x tokens (embeddings excluded, output head included) plus
+attention, 6 x 2 x layers x seq_len x (query width) per token for causal attention (half of the
+dense 12 x ... count); hardware FLOPs add what recomputation runs again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from tapeout.errors import TapeoutError
+from tapeout.hardware.spec import Precision
+from tapeout.parallel.training import TrainingPlan
+from tapeout.perf.cost import ZERO, Cost
+from tapeout.perf.power import energy_per_flop, power_capped
+from tapeout.perf.rules import graph_cost, op_cost
+from tapeout.perf.system import System
+from tapeout.sim.llm import RUNTIME_RESERVE_BYTES
+from tapeout.units import GB
+from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.ops import (
+    AllGather,
+    AllReduce,
+    AllToAll,
+    Attention,
+    Elementwise,
+    Matmul,
+    Op,
+    Reduce,
+    ReduceScatter,
+    SendRecv,
+)
+
+WEIGHT_BYTES = 2  # bf16 weights (fp8 and int8 training keep bf16 weights and cast on the fly)
+GRAD_BYTES = 4  # fp32 gradient accumulation (Megatron's main_grad)
+OPTIMIZER_BYTES = 12  # fp32 master weights and Adam's two moments
+# Adam reads master weight, both moments and the gradient, and writes the three states and the
+# bf16 weight: 4 x 4 + 3 x 4 + 2 bytes per parameter.
+OPTIMIZER_TRAFFIC_BYTES = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingResult:
+    step_time_s: float
+    tokens_per_s: float
+    mfu: float
+    hfu: float
+    model_flops: float
+    breakdown_s: dict[str, float]
+    memory_gb: dict[str, float]
+    plan: TrainingPlan
+    dp: int
+    micro_batches: int
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
+            "hfu": self.hfu, "model_flops_per_step": self.model_flops, "breakdown_s": self.breakdown_s,
+            "memory_per_chip_gb": self.memory_gb,
+            "plan": {"tp": p.tp, "pp": p.pp, "dp": self.dp, "cp": p.cp, "ep": p.ep, "vpp": p.vpp,
+                     "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel,
+                     "recompute": p.recompute, "zero": p.zero, "micro_batches": self.micro_batches},
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    forward: Cost  # compute and memory of one layer's forward, one micro-batch
+    backward: Cost
+    attention: Cost  # the core attention forward (what selective recompute repeats)
+    attention_backward: Cost
+    comm_forward: Cost  # tensor- and expert-parallel communication
+    comm_backward: Cost
+    ring_s: float  # context-parallel key/value passing of the forward (the backward sends twice)
+
+
+@lru_cache(maxsize=1024)
+def model_flops_per_token(model: LLMConfig, seq_len: int) -> float:
+    """6 x active non-embedding parameters plus causal attention, per token of a step.
+
+    >>> from tapeout.workloads.models import get_model
+    >>> f = model_flops_per_token(get_model("llama-2-7b").config, 4096)
+    >>> round(f / 1e9, 1)
+    46.0
+    """
+    params = model.active_param_count() - model.embedding_params()
+    if model.tied:
+        params += model.vocab_size * model.hidden_size  # the head reuses the embedding matrix
+    width = model.num_attention_heads * _qk_dim(model) + model.num_attention_heads * _v_dim(model)
+    attention = 6 * model.num_hidden_layers * seq_len * width / 2  # causal: half the pairs
+    return 6.0 * params + attention
+
+
+def _qk_dim(m: LLMConfig) -> int:
+    if m.is_mla:
+        assert m.qk_nope_head_dim and m.qk_rope_head_dim
+        return m.qk_nope_head_dim + m.qk_rope_head_dim
+    return m.dim_per_head
+
+
+def _v_dim(m: LLMConfig) -> int:
+    return m.v_head_dim or m.dim_per_head if m.is_mla else m.dim_per_head
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What one layer's cost depends on: the plan's splits of a micro-batch."""
+
+    tp: int
+    cp: int
+    ep: int
+    micro_batch: int
+    sequence_parallel: bool
+    precision: Precision
+    seq_len: int
+
+    @classmethod
+    def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
+        return cls(
+            plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.precision, seq_len
+        )
+
+
+@lru_cache(maxsize=8192)
+def _layer_cost(model: LLMConfig, system: System, shape: _Shape, moe: bool) -> _Layer:
+    return _Step(model, system, shape).layer(moe)
+
+
+@lru_cache(maxsize=8192)
+def _head_cost(model: LLMConfig, system: System, shape: _Shape) -> Cost:
+    step = _Step(model, system, shape)
+    return graph_cost(step._mm(step.tokens, model.vocab_size // shape.tp, model.hidden_size), system)
+
+
+class _Step:
+    def __init__(self, model: LLMConfig, system: System, shape: _Shape) -> None:
+        self.m, self.sys, self.p, self.s = model, system, shape, shape.seq_len
+        self.prec: Precision = shape.precision
+        self.tokens = shape.micro_batch * shape.seq_len // shape.cp  # tokens of one micro-batch on one rank
+
+    def _mm(self, m: int, n: int, k: int, groups: int = 1) -> tuple[Matmul, Matmul, Matmul]:
+        """A forward product and its two backward products (input and weight gradients)."""
+        fwd = Matmul(m=m, n=n, k=k, groups=groups, precision=self.prec)
+        dgrad = Matmul(m=m, n=k, k=n, groups=groups, precision=self.prec)
+        wgrad = Matmul(m=k, n=n, k=m, groups=groups, precision=self.prec)
+        return fwd, dgrad, wgrad
+
+    def layer(self, moe: bool) -> _Layer:
+        c, p, t = self.m, self.p, self.tokens
+        h, tp = c.hidden_size, p.tp
+        heads, kv = c.num_attention_heads // tp, -(-c.kv_heads // tp)
+        d = c.dim_per_head
+        fwd: list[Op] = []
+        bwd: list[Op] = []
+
+        def mm(m: int, n: int, k: int, groups: int = 1) -> None:
+            f, dg, wg = self._mm(m, n, k, groups)
+            fwd.append(f)
+            bwd.extend((dg, wg))
+
+        mm(t, (heads + 2 * kv) * d, h)
+        mm(t, h, heads * d)
+        ffn_rows = t
+        if moe:
+            e, k = c.experts, c.num_experts_per_tok or 1
+            ffn = c.moe_intermediate_size or c.ffn_size
+            mm(t, e, h)  # router
+            local = e // p.ep
+            # Balanced routing: the ep ranks of a group exchange tokens so each expert gets its share.
+            per_expert = max(1, -(-t * k * p.ep // e))
+            ffn_rows = per_expert * local
+            mm(per_expert, (2 if c.gated_mlp else 1) * ffn // tp, h, groups=local)
+            mm(per_expert, h, ffn // tp, groups=local)
+            if c.n_shared_experts:
+                mm(t, (2 if c.gated_mlp else 1) * c.n_shared_experts * ffn // tp, h)
+                mm(t, h, c.n_shared_experts * ffn // tp)
+            ffn_width = ffn // tp
+        else:
+            mm(t, (2 if c.gated_mlp else 1) * c.ffn_size // tp, h)
+            mm(t, h, c.ffn_size // tp)
+            ffn_width = c.ffn_size // tp
+        # Norms, residuals, activation and dropout: on 1/tp of the tokens with sequence parallelism.
+        rows = t // tp if p.sequence_parallel else t
+        stream: list[Op] = [
+            Reduce(rows=rows, cols=h),
+            Reduce(rows=rows, cols=h),
+            Elementwise(elements=rows * h, reads=2, writes=1),
+            Elementwise(elements=rows * h, reads=2, writes=1),
+            Elementwise(elements=ffn_rows * ffn_width, reads=2 if c.gated_mlp else 1, writes=1),
+        ]
+        fwd += stream
+        bwd += stream + stream  # gradients read the saved input and the incoming gradient
+        attn = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
+                         head_dim=d, causal=True, precision="bf16")  # fmt: skip
+        attn_b = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
+                           head_dim=d, causal=True, backward=True, precision="bf16")  # fmt: skip
+        sys = self.sys
+        attention = op_cost(attn, sys) * (1 / p.cp)
+        attention_b = op_cost(attn_b, sys) * (1 / p.cp)
+        comm: list[Op] = []
+        if tp > 1:
+            size = t * h * 2
+            if p.sequence_parallel:
+                comm += [
+                    AllGather(ranks=tp, bytes_per_rank=size),
+                    ReduceScatter(ranks=tp, bytes_per_rank=size),
+                ] * 2
+            else:
+                comm += [AllReduce(ranks=tp, bytes_per_rank=size)] * 2
+        if moe and p.ep > 1:
+            k = c.num_experts_per_tok or 1
+            comm += [AllToAll(ranks=p.ep, bytes_per_rank=t * k * h * 2)] * 2
+        comm_cost = graph_cost(comm, self._domain(tp * max(1, p.ep if moe else 1))) if comm else ZERO
+        ring = 0.0
+        if p.cp > 1:
+            block = t * kv * d * 2 * 2  # this rank's keys and values, bf16
+            # A ring that leaves the scale-up domain runs at the pace of its network hops.
+            hop = self.sys
+            if tp * p.cp > self.sys.scale_up_domain:
+                hop = System.of(self.sys.chip, 2, chips_per_node=1, calibration=self.sys.cal,
+                                scale_out_gbit_s_per_chip=self.sys.nic_bandwidth * 8 / 1e9)  # fmt: skip
+            ring = (p.cp - 1) * op_cost(SendRecv(ranks=2, bytes_per_rank=block), hop).time_s
+        return _Layer(
+            forward=graph_cost(fwd, sys), backward=graph_cost(bwd, sys), attention=attention,
+            attention_backward=attention_b, comm_forward=comm_cost, comm_backward=comm_cost, ring_s=ring,
+        )  # fmt: skip
+
+    def _domain(self, ranks: int) -> System:
+        return (
+            self.sys if ranks <= self.sys.chips else System.of(self.sys.chip, ranks, calibration=self.sys.cal)
+        )
+
+
+def train_step(
+    model: LLMConfig,
+    system: System,
+    plan: TrainingPlan,
+    *,
+    seq_len: int,
+    global_batch: int,
+    layers_only: bool = False,
+    check_memory: bool = True,
+) -> TrainingResult:
+    """Time, throughput, MFU and memory of one step.
+
+    >>> from tapeout.hardware import get_chip
+    >>> from tapeout.workloads.models import get_model
+    >>> r = train_step(get_model("llama-3.1-8b").config, System.of(get_chip("h100-sxm"), 8),
+    ...                TrainingPlan(tp=1, recompute="selective", zero=1), seq_len=4096, global_batch=64)
+    >>> 0.2 < r.mfu < 0.7
+    True
+    """
+    if seq_len < 1 or global_batch < 1:
+        raise TapeoutError(
+            f"fields 'seq_len' and 'global_batch': must be >= 1, got {seq_len} and {global_batch}"
+        )
+    dp, n_mb = plan.resolve(model, system.chips, seq_len, global_batch)
+    c, p = model, plan
+    memory = _memory(model, system, plan, dp, seq_len, layers_only)
+    if check_memory:
+        used = sum(memory.values())
+        cap = system.chip.memory.capacity_gb
+        if used > cap:
+            parts = ", ".join(f"{k} {v:.1f} GB" for k, v in memory.items())
+            raise TapeoutError(
+                f"the plan does not fit on {system.chip.id}: per chip {parts} = {used:.1f} GB exceed "
+                f"{cap:g} GB by {used - cap:.1f} GB (tp {p.tp}, pp {p.pp}, dp {dp}, cp {p.cp}, "
+                f"micro_batch {p.micro_batch}, recompute {p.recompute}, zero {p.zero})"
+            )
+    shape = _Shape.of(plan, seq_len)
+    c, p = model, plan
+    kinds = _layer_census(c)[0]
+    per_stage = float(math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp)  # the busiest stage
+    fwd = bwd = comm = ZERO
+    ring = 0.0
+    for moe, count in kinds.items():
+        lay = _layer_cost(model, system, shape, moe)
+        share = per_stage * count / c.num_hidden_layers
+        extra = {"none": ZERO, "selective": lay.attention, "full": lay.forward + lay.attention}[p.recompute]
+        fwd = fwd + (lay.forward + lay.attention) * share
+        bwd = bwd + (lay.backward + lay.attention_backward + extra) * share
+        recompute_comm = lay.comm_forward if p.recompute == "full" else ZERO
+        comm = comm + (lay.comm_forward + lay.comm_backward + recompute_comm) * share
+        # Ring passes hide behind attention; the backward sends keys, values and their gradients.
+        att = (lay.attention.time_s, lay.attention_backward.time_s)
+        ring += share * (max(0.0, lay.ring_s - att[0]) + max(0.0, 2 * lay.ring_s - att[1]))
+    h = c.hidden_size
+    t = plan.micro_batch * seq_len // plan.cp
+    head = ZERO if layers_only else _head_cost(model, system, shape)
+    busy = fwd.time_s + bwd.time_s + head.time_s
+    flops = fwd.flops + bwd.flops + head.flops
+    cal = system.cal
+    joules = (fwd.flops + bwd.flops + head.flops) * energy_per_flop(
+        system, p.precision, cal.training_pj_per_flop
+    ) + (fwd.dram_bytes + bwd.dram_bytes + head.dram_bytes) * cal.dram_pj_per_byte * 1e-12
+    compute = power_capped(system, busy, joules)
+    p2p = 0.0
+    if p.pp > 1:
+        act = t * h * 2 / (p.tp if p.sequence_parallel else 1)
+        p2p = 2 * p.vpp * op_cost(SendRecv(ranks=2, bytes_per_rank=act), system).time_s
+    per_mb = compute + comm.time_s + ring + p2p
+    bubble = (p.pp - 1) / p.vpp * per_mb
+    pipeline = n_mb * per_mb + bubble
+
+    # Parameters held per chip (one stage, tp-split; experts spread over ep).
+    stage_params = _stage_params(c, p, layers_only)
+    grad_ranks = dp * p.cp
+    dp_s = optimizer_s = 0.0
+    if grad_ranks > 1:
+        grads = stage_params * 2  # reduced in bf16
+        if p.zero >= 1:
+            dp_s = op_cost(ReduceScatter(ranks=grad_ranks, bytes_per_rank=grads), system).time_s
+            gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), system)
+            dp_s += gather.time_s if p.zero < 3 else 0.0
+        else:
+            dp_s = op_cost(AllReduce(ranks=grad_ranks, bytes_per_rank=grads), system).time_s
+    last_backward = bwd.time_s * (compute / busy if busy else 1.0)
+    exposed_dp = max(0.0, dp_s - last_backward)
+    zero3 = 0.0
+    if p.zero == 3 and grad_ranks > 1:
+        gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), system)
+        # Weights gathered for every forward and backward (and recomputed forward) of each micro-batch.
+        passes = 3 if p.recompute == "full" else 2
+        zero3 = n_mb * max(0.0, passes * gather.time_s - compute)
+    shard = grad_ranks if p.zero >= 1 else 1
+    optimizer_s = (
+        stage_params / shard * OPTIMIZER_TRAFFIC_BYTES / (system.chip.memory_bandwidth * system.cal.memory)
+    )
+    step_time = pipeline + exposed_dp + zero3 + optimizer_s
+
+    tokens = global_batch * seq_len
+    model_flops = model_flops_per_token(c, seq_len) * tokens
+    if layers_only:
+        model_flops = (model_flops_per_token(c, seq_len) - 6.0 * c.head_params()) * tokens
+    peak = system.chip.peak_flops(p.precision) * system.chips
+    hardware = flops * n_mb * p.pp * p.cp * p.tp * dp  # every chip runs its share
+    return TrainingResult(
+        step_time_s=step_time, tokens_per_s=tokens / step_time, mfu=model_flops / step_time / peak,
+        hfu=hardware / step_time / peak, model_flops=model_flops,
+        breakdown_s={"compute": n_mb * compute, "exposed_communication": n_mb * (comm.time_s + ring + p2p)
+                     + exposed_dp + zero3, "pipeline_bubble": bubble, "optimizer": optimizer_s},
+        memory_gb=memory, plan=plan, dp=dp, micro_batches=n_mb,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _layer_census(c: LLMConfig) -> tuple[dict[bool, int], float, float]:
+    """Layers with and without experts; all layers' parameters outside and inside routed experts."""
+    kinds: dict[bool, int] = {}
+    shared = routed = 0.0
+    for i in range(c.num_hidden_layers):
+        moe = c.is_moe_layer(i)
+        kinds[moe] = kinds.get(moe, 0) + 1
+        layer, _ = c.layer_params(i)
+        experts = c.experts * c.mlp_params(c.moe_intermediate_size or c.ffn_size) if moe else 0
+        shared += layer - experts
+        routed += experts
+    return kinds, shared, routed
+
+
+def _stage_params(c: LLMConfig, p: TrainingPlan, layers_only: bool) -> float:
+    _, shared, routed = _layer_census(c)
+    total = shared / p.tp + routed / (p.tp * p.ep)
+    total *= math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp / c.num_hidden_layers
+    if not layers_only:
+        total += max(c.embedding_params(), c.head_params()) / p.tp
+    return total
+
+
+def _memory(
+    c: LLMConfig, system: System, p: TrainingPlan, dp: int, s: int, layers_only: bool
+) -> dict[str, float]:
+    """GB per chip of the first stage (it keeps the most micro-batches in flight)."""
+    params = _stage_params(c, p, layers_only)
+    ranks = dp * p.cp
+    weights = params * WEIGHT_BYTES / (ranks if p.zero >= 3 else 1)
+    if p.zero >= 3:  # the layer being computed and the one prefetched, gathered whole
+        _, shared, routed = _layer_census(c)
+        weights += 2 * (shared / p.tp + routed / (p.tp * p.ep)) / c.num_hidden_layers * WEIGHT_BYTES
+    grads = params * GRAD_BYTES / (ranks if p.zero >= 2 else 1)
+    optimizer = params * OPTIMIZER_BYTES / (ranks if p.zero >= 1 else 1)
+    # Activations of one layer and micro-batch (Korthikanti et al. 2022, bytes): s b h (34 + 5 a s / h)
+    # without parallelism, of which tensor parallelism splits 24 and sequence parallelism the other
+    # 10; fused attention keeps no score matrix, so the 5 a s / h term is gone.
+    b, h = p.micro_batch, c.hidden_size
+    sl = s / p.cp
+    if p.recompute == "full":
+        per_layer = 2 * sl * b * h / (p.tp if p.sequence_parallel else 1)
+    else:
+        per_layer = sl * b * h * (34 / p.tp if p.sequence_parallel else 10 + 24 / p.tp)
+    layers = math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp
+    in_flight = float(p.pp)
+    if p.vpp > 1:
+        in_flight = p.pp * (1 + (p.pp - 1) / (p.pp * p.vpp))
+    activations = per_layer * layers * in_flight
+    return {
+        "weights": weights / GB, "gradients": grads / GB, "optimizer": optimizer / GB,
+        "activations": activations / GB, "runtime": RUNTIME_RESERVE_BYTES / GB,
+    }  # fmt: skip

@@ -1,0 +1,80 @@
+"""`train`: one call from a model, a chip and a plan (or a plan search) to a training step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from tapeout.errors import TapeoutError
+from tapeout.hardware.catalog import resolve_chip
+from tapeout.hardware.spec import Precision
+from tapeout.parallel.training import RECOMPUTE, TrainingPlan
+from tapeout.perf.system import System
+from tapeout.sim.train import train_step
+from tapeout.sim.train_search import search as search_plans
+from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.models import resolve_model
+
+TRAINING_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "fp32")
+
+
+def train(
+    model: str | Mapping[str, Any] | LLMConfig,
+    hardware: str | Mapping[str, Any],
+    chips: int,
+    *,
+    seq_len: int,
+    global_batch: int,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int | None = None,
+    cp: int = 1,
+    ep: int = 1,
+    vpp: int = 1,
+    micro_batch: int = 1,
+    sequence_parallel: bool = False,
+    recompute: str = "none",
+    zero: int = 0,
+    precision: str = "bf16",
+    search: bool = False,
+    budget: int = 200_000,
+    chips_per_node: int | None = None,
+) -> dict[str, Any]:
+    """Predict one training step with the plan given, or with the fastest plan that fits.
+
+    >>> out = train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, zero=1, recompute="selective")
+    >>> sorted(out["breakdown_s"]) == ["compute", "exposed_communication", "optimizer", "pipeline_bubble"]
+    True
+    """
+    config = model if isinstance(model, LLMConfig) else resolve_model(model, "train", None)
+    if not isinstance(config, LLMConfig):
+        raise TapeoutError("field 'model': training steps need a language model, not a recommendation model")
+    if precision not in TRAINING_PRECISIONS:
+        raise TapeoutError(f"field 'precision': {precision!r}; known: {', '.join(TRAINING_PRECISIONS)}")
+    rc = next((r for r in RECOMPUTE if r == recompute), None)
+    if rc is None:
+        raise TapeoutError(f"field 'recompute': {recompute!r}; known: {', '.join(RECOMPUTE)}")
+    chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "train", None)
+    system = System.of(chip, chips, chips_per_node=chips_per_node)
+    prec = cast(Precision, precision)
+    extra: dict[str, Any] = {}
+    if search:
+        found = search_plans(
+            config, system, seq_len=seq_len, global_batch=global_batch, precision=prec, budget=budget
+        )
+        result = found.best
+        extra["search"] = {"tried": found.tried, "feasible": found.feasible, "exhausted": found.exhausted,
+                           "failures": found.failures}  # fmt: skip
+    else:
+        plan = TrainingPlan(
+            tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
+            sequence_parallel=sequence_parallel, recompute=rc, zero=zero, precision=prec,
+        )  # fmt: skip
+        result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
+    return {
+        "model": model if isinstance(model, str) else "inline",
+        "hardware": chip.id,
+        "chips": chips,
+        **result.as_dict(),
+        **extra,
+    }

@@ -1,0 +1,116 @@
+"""Plan search for a training step: the fastest plan that fits, within a budget.
+
+The search enumerates tensor parallelism inside a scale-up domain (heads permitting), context
+parallelism over powers of two, pipeline stages, interleaving, micro-batch, expert parallelism,
+recomputation and ZeRO; data parallelism takes the remaining chips. Each candidate is checked
+for consistency and memory first (cheap), and only then timed by `train_step`; layer costs are
+cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
+The search stops after `budget` candidates and reports how many it tried, how many fit, and
+why the others failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tapeout.errors import TapeoutError
+from tapeout.hardware.spec import Precision
+from tapeout.parallel.training import RECOMPUTE, TrainingPlan
+from tapeout.perf.system import System
+from tapeout.sim.train import TrainingResult, train_step
+from tapeout.workloads.llm import LLMConfig
+
+POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
+VPP = (1, 2, 3, 4, 6, 8)
+MICRO_BATCHES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    best: TrainingResult
+    tried: int
+    feasible: int
+    failures: dict[str, int] = field(default_factory=dict)
+    exhausted: bool = True  # every candidate was tried within the budget
+
+
+def _candidates(
+    model: LLMConfig, system: System, seq_len: int, precision: Precision
+) -> Iterator[TrainingPlan]:
+    chips, domain = system.chips, max(1, system.scale_up_domain)
+    tps = [t for t in POWERS if t <= domain and model.num_attention_heads % t == 0]
+    cps = [c for c in POWERS if c == 1 or seq_len % (2 * c) == 0]
+    eps = [e for e in POWERS if e == 1 or (model.is_moe and model.experts % e == 0)]
+    for tp in tps:
+        for cp in cps:
+            for pp in range(1, model.num_hidden_layers + 1):
+                if chips % (tp * cp * pp):
+                    continue
+                for vpp in VPP if pp > 1 else (1,):
+                    if pp * vpp > model.num_hidden_layers:
+                        break
+                    for ep in eps:
+                        for mb in MICRO_BATCHES:
+                            for recompute in RECOMPUTE:
+                                for zero in (0, 1, 3):
+                                    yield TrainingPlan(
+                                        tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb,
+                                        sequence_parallel=tp > 1, recompute=recompute, zero=zero,
+                                        precision=precision,
+                                    )  # fmt: skip
+
+
+def _reason(exc: TapeoutError) -> str:
+    text = str(exc)
+    if "does not fit" in text:
+        return "memory: " + text.split(": per chip ", 1)[0].replace("the plan ", "")
+    return text.split(":", 1)[0]
+
+
+def search(
+    model: LLMConfig,
+    system: System,
+    *,
+    seq_len: int,
+    global_batch: int,
+    precision: Precision = "bf16",
+    budget: int = 200_000,
+) -> SearchResult:
+    """The fastest plan that fits, among at most `budget` candidates.
+
+    >>> from tapeout.hardware import get_chip
+    >>> from tapeout.workloads.models import get_model
+    >>> r = search(get_model("llama-3.1-8b").config, System.of(get_chip("h100-sxm"), 8), seq_len=4096, global_batch=64)
+    >>> r.best.plan.tp * r.best.plan.pp * r.best.plan.cp * r.best.dp, r.feasible > 0
+    (8, True)
+    """
+    if budget < 1:
+        raise TapeoutError(f"field 'budget': must be >= 1 plans, got {budget}")
+    best: TrainingResult | None = None
+    tried = feasible = 0
+    failures: Counter[str] = Counter()
+    exhausted = True
+    for plan in _candidates(model, system, seq_len, precision):
+        if tried >= budget:
+            exhausted = False
+            break
+        tried += 1
+        try:
+            result = train_step(model, system, plan, seq_len=seq_len, global_batch=global_batch)
+        except TapeoutError as exc:
+            failures[_reason(exc)] += 1
+            continue
+        feasible += 1
+        if best is None or result.step_time_s < best.step_time_s:
+            best = result
+    if best is None:
+        summary = "; ".join(f"{n} x {why}" for why, n in failures.most_common(4))
+        raise TapeoutError(
+            f"no plan fits {model.num_hidden_layers}-layer model on {system.chips} x {system.chip.id} "
+            f"(seq_len {seq_len}, global_batch {global_batch}): tried {tried} plans; they failed on {summary}"
+        )
+    return SearchResult(
+        best=best, tried=tried, feasible=feasible, failures=dict(failures), exhausted=exhausted
+    )

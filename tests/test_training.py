@@ -1,0 +1,132 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tapeout.cli import app
+from tapeout.errors import TapeoutError
+from tapeout.hardware import get_chip
+from tapeout.parallel.training import TrainingPlan
+from tapeout.perf.system import System
+from tapeout.sim.train import model_flops_per_token, train_step
+from tapeout.sim.train_api import train
+from tapeout.sim.train_search import search
+from tapeout.workloads.models import get_model
+
+LLAMA8 = get_model("llama-3.1-8b").config
+LLAMA70 = get_model("llama-3.1-70b").config
+
+
+def h100(chips):
+    return System.of(get_chip("h100-sxm"), chips)
+
+
+@pytest.mark.parametrize(
+    ("plan", "chips", "message"),
+    [
+        (TrainingPlan(tp=3), 6, "'tp': 3 does not divide the 64 attention heads"),
+        (TrainingPlan(tp=8, pp=3), 16, "'chips': 16 is not a multiple of tp x pp x cp = 24"),
+        (TrainingPlan(tp=8, dp=3), 16, "'dp': 3, but 16 chips / \\(tp 8 x pp 1 x cp 1\\) = 2"),
+        (TrainingPlan(ep=2), 2, "'ep': 2 for a model without experts"),
+        (TrainingPlan(pp=1, vpp=2), 1, "'vpp': 2 interleaved chunks need pp > 1"),
+        (
+            TrainingPlan(micro_batch=3),
+            8,
+            "'global_batch': 64 sequences do not split into dp 8 x micro_batch 3",
+        ),
+    ],
+)
+def test_inconsistent_plans_say_why(plan, chips, message):
+    with pytest.raises(TapeoutError, match=message):
+        plan.resolve(LLAMA70, chips, 8192, 64)
+
+
+def test_unknown_recompute_and_zero_are_refused():
+    with pytest.raises(TapeoutError, match="field 'recompute': 'some'"):
+        TrainingPlan(recompute="some")  # type: ignore[arg-type]
+    with pytest.raises(TapeoutError, match="field 'zero': must be 0, 1, 2 or 3"):
+        TrainingPlan(zero=4)
+
+
+def test_a_plan_that_does_not_fit_names_the_overflow():
+    with pytest.raises(
+        TapeoutError, match=r"does not fit on h100-sxm: per chip weights .* exceed 80 GB by \d+\.\d GB"
+    ):
+        train_step(LLAMA70, h100(8), TrainingPlan(tp=8), seq_len=8192, global_batch=8)
+
+
+def test_model_flops_are_six_n_plus_attention():
+    c = LLAMA8
+    n = c.active_param_count() - c.embedding_params()
+    attention = 6 * c.num_hidden_layers * 4096 * (2 * c.num_attention_heads * c.dim_per_head) / 2
+    assert model_flops_per_token(c, 4096) == pytest.approx(6 * n + attention)
+
+
+def test_zero_shards_what_it_promises():
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    m0 = train_step(LLAMA8, h100(8), TrainingPlan(zero=0), **base).memory_gb
+    m1 = train_step(LLAMA8, h100(8), TrainingPlan(zero=1), **base).memory_gb
+    m2 = train_step(LLAMA8, h100(8), TrainingPlan(zero=2), **base).memory_gb
+    assert m1["optimizer"] == pytest.approx(m0["optimizer"] / 8)
+    assert m1["gradients"] == m0["gradients"] and m2["gradients"] == pytest.approx(m0["gradients"] / 8)
+
+
+def test_pipeline_bubble_follows_1f1b_and_interleaving():
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    one = train_step(LLAMA70, h100(32), TrainingPlan(tp=8, pp=4, micro_batch=1), **base)
+    inter = train_step(LLAMA70, h100(32), TrainingPlan(tp=8, pp=4, vpp=5, micro_batch=1), **base)
+    assert one.dp == 1 and one.micro_batches == 64  # no data-parallel traffic: every part is per micro-batch
+    for r, vpp in ((one, 1), (inter, 5)):
+        b = r.breakdown_s
+        per_mb = (b["compute"] + b["exposed_communication"]) / r.micro_batches
+        assert b["pipeline_bubble"] == pytest.approx((4 - 1) / vpp * per_mb)
+    assert inter.breakdown_s["pipeline_bubble"] < one.breakdown_s["pipeline_bubble"] / 2
+
+
+def test_recompute_costs_time_and_saves_memory():
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    none = train_step(LLAMA8, h100(8), TrainingPlan(recompute="none"), **base)
+    full = train_step(LLAMA8, h100(8), TrainingPlan(recompute="full"), **base)
+    assert full.step_time_s > none.step_time_s
+    assert full.memory_gb["activations"] < none.memory_gb["activations"] / 5
+    assert full.hfu > full.mfu
+
+
+def test_context_and_expert_parallel_run():
+    mix = get_model("mixtral-8x7b").config
+    r = train_step(mix, h100(16), TrainingPlan(tp=2, cp=2, ep=4, sequence_parallel=True, recompute="selective",
+                                              zero=1), seq_len=8192, global_batch=16)  # fmt: skip
+    assert r.dp == 4 and 0 < r.mfu < 1
+
+
+def test_search_finds_a_fitting_plan_and_counts():
+    r = search(LLAMA8, h100(8), seq_len=4096, global_batch=64)
+    assert r.tried >= r.feasible > 0 and r.exhausted
+    p = r.best.plan
+    assert p.tp * p.pp * p.cp * r.best.dp == 8
+    assert sum(r.failures.values()) == r.tried - r.feasible
+
+
+def test_search_with_no_feasible_plan_says_what_failed():
+    with pytest.raises(TapeoutError, match=r"no plan fits .* tried \d+ plans; they failed on \d+ x memory"):
+        search(get_model("llama-3.1-405b").config, h100(8), seq_len=8192, global_batch=8)
+
+
+def test_search_budget_is_respected():
+    r = search(LLAMA8, h100(8), seq_len=4096, global_batch=64, budget=50)
+    assert r.tried == 50 and not r.exhausted
+
+
+def test_train_api_and_cli_json():
+    out = train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, zero=1)
+    assert out["plan"]["dp"] == 8
+    res = CliRunner().invoke(app, ["train", "llama-3.1-8b", "--hardware", "h100-sxm", "--chips", "8", "--seq-len",
+                                   "4096", "--global-batch", "64", "--search", "--budget", "300", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["search"]["tried"] == 300 and data["tokens_per_s"] > 0
+
+
+def test_train_rejects_unknown_precision():
+    with pytest.raises(TapeoutError, match="field 'precision': 'fp6'"):
+        train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, precision="fp6")
