@@ -130,3 +130,11 @@ def test_train_api_and_cli_json():
 def test_train_rejects_unknown_precision():
     with pytest.raises(TapeoutError, match="field 'precision': 'fp6'"):
         train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, precision="fp6")
+
+
+def test_mla_models_train_on_their_latent_projections():
+    ds = get_model("deepseek-v3").config
+    r = train_step(ds, System.of(get_chip("h200-sxm"), 256), TrainingPlan(pp=16, ep=16, zero=1, recompute="full"),
+                   seq_len=4096, global_batch=64, check_memory=False)  # fmt: skip
+    assert r.dp == 16 and 0 < r.mfu < r.hfu < 1
+    assert model_flops_per_token(ds, 4096) > 6 * (ds.active_param_count() - ds.embedding_params())

@@ -177,7 +177,7 @@ class _Step:
         c, p, t = self.m, self.p, self.tokens
         h, tp = c.hidden_size, p.tp
         heads, kv = c.num_attention_heads // tp, -(-c.kv_heads // tp)
-        d = c.dim_per_head
+        d, dv = _qk_dim(c), _v_dim(c)
         fwd: list[Op] = []
         bwd: list[Op] = []
 
@@ -186,8 +186,21 @@ class _Step:
             fwd.append(f)
             bwd.extend((dg, wg))
 
-        mm(t, (heads + 2 * kv) * d, h)
-        mm(t, h, heads * d)
+        if c.is_mla:
+            # Multi-head latent attention trains unabsorbed: low-rank query and key/value
+            # projections, expanded to every head (DeepSeek-V3, section 2.1.1).
+            assert c.kv_lora_rank and c.qk_rope_head_dim and c.qk_nope_head_dim
+            kv = heads
+            if c.q_lora_rank:
+                mm(t, c.q_lora_rank, h)
+                mm(t, heads * d, c.q_lora_rank)
+            else:
+                mm(t, heads * d, h)
+            mm(t, c.kv_lora_rank + c.qk_rope_head_dim, h)
+            mm(t, heads * (c.qk_nope_head_dim + dv), c.kv_lora_rank)
+        else:
+            mm(t, (heads + 2 * kv) * d, h)
+        mm(t, h, heads * dv)
         ffn_rows = t
         if moe:
             e, k = c.experts, c.num_experts_per_tok or 1
@@ -219,9 +232,9 @@ class _Step:
         fwd += stream
         bwd += stream + stream  # gradients read the saved input and the incoming gradient
         attn = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
-                         head_dim=d, causal=True, precision="bf16")  # fmt: skip
+                         head_dim=d, head_dim_v=dv, causal=True, precision="bf16")  # fmt: skip
         attn_b = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
-                           head_dim=d, causal=True, backward=True, precision="bf16")  # fmt: skip
+                           head_dim=d, head_dim_v=dv, causal=True, backward=True, precision="bf16")  # fmt: skip
         sys = self.sys
         attention = op_cost(attn, sys) * (1 / p.cp)
         attention_b = op_cost(attn_b, sys) * (1 / p.cp)
@@ -241,7 +254,7 @@ class _Step:
         comm_cost = graph_cost(comm, self._domain(tp * max(1, p.ep if moe else 1))) if comm else ZERO
         ring = 0.0
         if p.cp > 1:
-            block = t * kv * d * 2 * 2  # this rank's keys and values, bf16
+            block = t * kv * (d + dv) * 2  # this rank's keys and values, bf16
             # A ring that leaves the scale-up domain runs at the pace of its network hops.
             hop = self.sys
             if tp * p.cp > self.sys.scale_up_domain:
