@@ -53,6 +53,15 @@ def test_llm_training_cases_hold_their_level(report):
     assert sum(e <= 0.10 for e in errors) >= 20, table
 
 
+def test_recsys_cases_hold_their_level(report):
+    """The recsys target is MAPE <= 20 %; this holds the measured level (21.3 % over 10 cases:
+    inference 13.3 %, training 33.3 %) against regressions."""
+    cases = [c for c in report["cases"] if c["kind"].startswith("recsys")]
+    assert len(cases) == 10 and all(c["predicted"] is not None for c in cases)
+    errors = [abs(c["error"]) for c in cases]
+    assert sum(errors) / len(errors) <= 0.22, "\n".join(f"{c['id']}: {c['error']:+.3f}" for c in cases)
+
+
 def test_report_follows_the_schema(report):
     assert set(report) == {"cases", "summary"}
     for c in report["cases"]:

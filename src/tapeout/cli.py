@@ -340,6 +340,45 @@ def train(
     console.print(f"memory per chip (GB): {mem}")
 
 
+@app.command("recsys")
+def recsys_cmd(
+    model: Annotated[
+        str, typer.Argument(help="A recommendation model id (dlrm-v2) or a model YAML/JSON path.")
+    ],
+    hardware: Annotated[str, typer.Option("--hardware", help="A hardware catalog id.")],
+    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")] = 1,
+    batch: Annotated[
+        int | None, typer.Option("--batch", help="Samples per batch (inference) or per step (training).")
+    ] = None,
+    pairs_per_sample: Annotated[
+        float, typer.Option("--pairs-per-sample", help="User-item pairs per sample.")
+    ] = 1.0,
+    latency_limit: Annotated[
+        float | None, typer.Option("--latency-limit", help="p99 limit, s: server mode.")
+    ] = None,
+    sharding: Annotated[str, typer.Option("--sharding", help="auto, data, table, row or column.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="Dense math.")] = "int8",
+    embedding_precision: Annotated[str | None, typer.Option("--embedding-precision")] = None,
+    training: Annotated[bool, typer.Option("--train", help="A training step instead of inference.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict a recommendation model: throughput at a batch, the highest QPS under a p99 limit, or training."""
+    from tapeout.sim.recsys_api import recsys as run_recsys
+
+    out = run_recsys(
+        model, hardware, chips, batch=batch, pairs_per_sample=pairs_per_sample, latency_limit_s=latency_limit,
+        sharding=sharding, precision=precision, embedding_precision=embedding_precision, training=training,
+    )  # fmt: skip
+    if as_json:
+        _print_json(out)
+        return
+    console.print(f"{out['model']} on {chips} x {out['hardware']}, {out['sharding']} sharding, {out['mode']}")
+    for key, value in out.items():
+        if key in ("model", "hardware", "sharding", "mode", "chips"):
+            continue
+        console.print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
 def main() -> None:
     try:
         app()

@@ -27,12 +27,13 @@ from tapeout.parallel.training import TrainingPlan
 from tapeout.perf import System, op_cost
 from tapeout.perf.attention import schema_attention_flops
 from tapeout.perf.calibration import Calibration
-from tapeout.sim import scenarios
+from tapeout.sim import recsys, scenarios
 from tapeout.sim.llm import Replica
 from tapeout.sim.train import train_step
 from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import ModelConfig, resolve_model
 from tapeout.workloads.ops import COLLECTIVES, Attention, Elementwise, Matmul
+from tapeout.workloads.recsys import RecsysConfig
 
 SCHEMA = "tapeout-validation/1"
 PUBLIC_CASES = Path(__file__).parent / "data" / "public_cases.yaml"
@@ -370,10 +371,37 @@ def _llm_training(case: Case, system: System) -> float:
     return {"step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s}[case.metric]
 
 
-_NOT_YET = {
-    "recsys_inference": "recommendation-model inference is not modelled yet",
-    "recsys_training": "recommendation-model training is not modelled yet",
-}
+@predictor("recsys_inference")
+def _recsys_inference(case: Case, system: System) -> float:
+    p: RecsysInferenceParams = case.params
+    if not isinstance(case.model, RecsysConfig):
+        raise TapeoutError(f"{case.id}: field 'model': kind recsys_inference needs a recommendation model")
+    prec: Any = case.precision
+    rs = recsys.RecsysSystem.of(case.model, system, precision=prec)
+    batch = round(p.batch * p.pairs_per_sample) if p.batch else None
+    if p.scenario == "server":
+        if p.latency_limit_s is None:
+            raise TapeoutError(
+                f"{case.id}: field 'params.latency_limit_s': scenario server needs it (seconds)"
+            )
+        result = recsys.server(rs, latency_limit_s=p.latency_limit_s, pairs_per_sample=p.pairs_per_sample,
+                               batch_pairs=batch)  # fmt: skip
+    else:
+        result = recsys.offline(rs, pairs_per_sample=p.pairs_per_sample, batch_pairs=batch)
+    return result.samples_per_s
+
+
+@predictor("recsys_training")
+def _recsys_training(case: Case, system: System) -> float:
+    p: RecsysTrainingParams = case.params
+    if not isinstance(case.model, RecsysConfig):
+        raise TapeoutError(f"{case.id}: field 'model': kind recsys_training needs a recommendation model")
+    prec: Any = case.precision
+    rs = recsys.RecsysSystem.of(case.model, system, precision=prec, training=True)
+    return recsys.train_step(rs, p.global_batch).samples_per_s
+
+
+_NOT_YET: dict[str, str] = {}
 
 
 # ---- running and reporting -----------------------------------------------------------------

@@ -40,10 +40,11 @@ def stream_cost(op: Elementwise | Reduce, system: System) -> Cost:
 
 @cost_rule(OpKind.GATHER)
 def gather_cost(op: Gather, system: System) -> Cost:
-    """Random row reads move whole access granules: a 100-byte row on 64-byte bursts moves 128."""
+    """Random row reads move whole access granules: a 100-byte row on 64-byte bursts moves 128.
+    Lookups of hot rows cached on chip cost no DRAM traffic."""
     gran = system.chip.memory.access_granularity_bytes
     row = op.dim * BYTES_PER_ELEMENT[op.precision]
-    moved = op.lookups * (-(-row // gran) * gran) + op.outputs * row
+    moved = (1.0 - op.cached) * op.lookups * (-(-row // gran) * gran) + op.outputs * row
     return _stream(system, moved, op.flops)
 
 

@@ -35,7 +35,7 @@ def auto_batch(replica: Replica, input_len: float, output_len: float) -> int:
     >>> from tapeout.workloads.models import get_model
     >>> r = Replica.of(get_model("llama-2-7b").config, System.of(get_chip("h100-sxm")))
     >>> auto_batch(r, 1000, 1000)
-    53
+    54
     """
     mem = replica.memory
     pages = mem.kv_tokens * replica.plan.attention_groups // mem.kv_block_tokens

@@ -109,7 +109,7 @@ def model_flops_per_token(model: LLMConfig, seq_len: int) -> float:
     >>> from tapeout.workloads.models import get_model
     >>> f = model_flops_per_token(get_model("llama-2-7b").config, 4096)
     >>> round(f / 1e9, 1)
-    46.0
+    42.9
     """
     params = model.active_param_count() - model.embedding_params()
     if model.tied:

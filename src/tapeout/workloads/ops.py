@@ -179,7 +179,8 @@ class Reduce(Op):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Gather(Op):
     """Embedding lookups: `lookups` rows of `dim` elements from a table of `rows` rows, summed
-    into `outputs` pooled vectors."""
+    into `outputs` pooled vectors. `cached` is the share of lookups served by hot rows kept in
+    on-chip SRAM."""
 
     kind: ClassVar[OpKind] = OpKind.GATHER
     lookups: float
@@ -187,6 +188,7 @@ class Gather(Op):
     rows: int
     outputs: float
     precision: str = "fp32"
+    cached: float = 0.0
 
     @property
     def flops(self) -> float:

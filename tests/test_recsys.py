@@ -1,0 +1,101 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tapeout.cli import app
+from tapeout.errors import TapeoutError
+from tapeout.hardware import get_chip
+from tapeout.perf.system import System
+from tapeout.sim import recsys
+from tapeout.sim.recsys_api import recsys as recsys_api
+from tapeout.workloads.models import get_model, resolve_model
+from tapeout.workloads.ops import Gather
+from tapeout.workloads.recsys import EmbeddingTable
+
+DLRM = get_model("dlrm-v2").config
+
+
+def test_uniform_tables_cache_the_densest_first():
+    small, big = EmbeddingTable(rows=1000, dim=8, pooling=10), EmbeddingTable(rows=10**6, dim=8, pooling=10)
+    assert recsys.hit_rates([small, big], 1000) == [1.0, 0.0]
+    assert recsys.hit_rates([small, big], 0) == [0.0, 0.0]
+
+
+def test_skewed_tables_hit_more_than_their_row_share():
+    skewed = EmbeddingTable(rows=10**6, dim=8, pooling=1, skew_alpha=1.0)
+    flat = EmbeddingTable(rows=10**6, dim=8, pooling=1)
+    assert recsys.hit_rates([skewed], 10**4)[0] > 0.5  # Zipf(1): the top 1 % of rows take most lookups
+    assert recsys.hit_rates([flat], 10**4)[0] == pytest.approx(0.01, rel=0.05)
+
+
+def test_gather_bytes_round_rows_up_to_granules():
+    from tapeout.perf.rules import op_cost
+
+    sys = System.of(get_chip("h100-sxm"))  # 32-byte sectors
+    g = op_cost(Gather(lookups=1000, dim=25, rows=10**6, outputs=0, precision="int8"), sys)
+    assert g.dram_bytes == 1000 * 32
+    cached = op_cost(Gather(lookups=1000, dim=25, rows=10**6, outputs=0, precision="int8", cached=0.75), sys)
+    assert cached.dram_bytes == 250 * 32
+
+
+def test_sharding_planner_balances_and_splits():
+    plan = recsys.plan_sharding(DLRM, 64, 10e9, "fp16", "table")
+    assert all(sum(o.values()) == pytest.approx(1.0) for o in plan.owners)
+    work = [0.0] * 64
+    for t, owners in zip(DLRM.tables, plan.owners, strict=True):
+        for c, share in owners.items():
+            work[c] += t.pooling * t.dim * share
+    assert max(work) < 2.5 * sum(work) / 64  # the pooling-100 table is split, not left on one chip
+
+
+def test_tables_that_cannot_fit_say_so():
+    with pytest.raises(TapeoutError, match=r"the tables take 104\.\d GB; 2 chips hold 20\.0 GB"):
+        recsys.plan_sharding(DLRM, 2, 10e9, "fp32", "table")
+    with pytest.raises(TapeoutError, match="sharding 'data': the tables take"):
+        recsys.plan_sharding(DLRM, 8, 10e9, "int8", "data")
+    with pytest.raises(TapeoutError, match="field 'sharding': 'diagonal'; known: auto, data, table"):
+        recsys.plan_sharding(DLRM, 8, 10e9, "int8", "diagonal")  # type: ignore[arg-type]
+
+
+def test_bad_recsys_configs_are_named():
+    base = {"architecture": "dlrm", "dense_features": 4, "bottom_mlp": [8], "top_mlp": [1],
+            "tables": [{"rows": 10, "dim": 8}], "interaction": {"kind": "dot"}}  # fmt: skip
+    assert resolve_model(base, "t", None).param_count() > 0
+    bad = json.loads(json.dumps(base))
+    bad["interaction"]["kind"] = "cross"
+    with pytest.raises(TapeoutError, match=r"dot.*dcn.*transformer"):
+        resolve_model(bad, "t", None)
+    bad = json.loads(json.dumps(base))
+    bad["tables"][0]["skew_alpha"] = 5
+    with pytest.raises(TapeoutError, match="skew_alpha"):
+        resolve_model(bad, "t", None)
+
+
+def test_inference_batches_and_server_mode():
+    rs = recsys.RecsysSystem.of(DLRM, System.of(get_chip("h100-sxm"), 8), precision="int8")
+    small = recsys.offline(rs, pairs_per_sample=270, batch_pairs=4096)
+    big = recsys.offline(rs, pairs_per_sample=270)
+    assert big.samples_per_s > small.samples_per_s
+    assert big.pairs_per_s == pytest.approx(270 * big.samples_per_s)
+    served = recsys.server(rs, latency_limit_s=0.01, pairs_per_sample=270, samples=4000)
+    assert served.p99_latency_s is not None and served.p99_latency_s <= 0.01
+    assert 0 < served.samples_per_s <= big.samples_per_s
+
+
+def test_training_step_has_all_to_all_when_sharded():
+    rs = recsys.RecsysSystem.of(DLRM, System.of(get_chip("h100-sxm"), 8), precision="fp16", training=True)
+    r = recsys.train_step(rs, 55296)
+    assert rs.shards.kind == "table" and r.breakdown_s["all_to_all"] > 0
+    assert r.samples_per_s == pytest.approx(55296 / r.step_time_s)
+
+
+def test_api_and_cli():
+    out = recsys_api("dlrm-v2", "h100-sxm", 8, pairs_per_sample=270, latency_limit_s=0.06)
+    assert out["mode"] == "server" and out["samples_per_s"] > 0
+    with pytest.raises(TapeoutError, match="training needs the global batch"):
+        recsys_api("dlrm-v2", "h100-sxm", 8, training=True)
+    res = CliRunner().invoke(app, ["recsys", "dlrm-v2", "--hardware", "h200-sxm", "--chips", "8", "--batch", "55296",
+                                   "--train", "--precision", "fp16", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["mode"] == "training"
