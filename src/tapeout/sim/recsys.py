@@ -304,7 +304,7 @@ class RecsysSystem:
             if backward:
                 # Row-wise Adagrad: each touched row is read and written with its accumulator.
                 ops.append(Gather(lookups=2 * outputs * t.pooling, dim=t.dim + 1, rows=t.rows, outputs=0,
-                                  precision="fp32" if self.embedding_precision == "fp32" else self.embedding_precision))  # fmt: skip
+                                  precision=self.embedding_precision))  # fmt: skip
         return ops
 
     def _all_to_all(self, pairs_global: float, backward: bool = False) -> list[Op]:
@@ -313,13 +313,9 @@ class RecsysSystem:
         if w < 2 or self.shards.replicated:
             return []
         m = self.model
-        pooled = (
-            pairs_global
-            / w
-            * len(m.tables)
-            * m.embedding_dim
-            * BYTES_PER_ELEMENT[self.precision if self.precision != "int8" else "fp16"]
-        )
+        # Pooled vectors travel in 16 bits at least (narrow lookups are summed in wider types).
+        width = max(2.0, BYTES_PER_ELEMENT[self.precision])
+        pooled = pairs_global / w * len(m.tables) * m.embedding_dim * width
         ops: list[Op] = [AllToAll(ranks=w, bytes_per_rank=pooled)]
         if not backward:
             ops.append(
