@@ -401,8 +401,6 @@ def _recsys_training(case: Case, system: System) -> float:
     return recsys.train_step(rs, p.global_batch).samples_per_s
 
 
-_NOT_YET: dict[str, str] = {}
-
 
 # ---- running and reporting -----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -433,7 +431,7 @@ class CaseResult:
 def predict(case: Case, calibration: Calibration | None = None) -> CaseResult:
     fn = PREDICTORS.get(case.kind)
     if fn is None:
-        reason = _NOT_YET.get(case.kind, f"no predictor for kind {case.kind}")
+        reason = f"no predictor for kind {case.kind}"
         return CaseResult(case.id, case.kind, case.metric, case.value, None, reason)
     try:
         value = fn(case, case.system(calibration))
