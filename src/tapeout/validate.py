@@ -401,7 +401,6 @@ def _recsys_training(case: Case, system: System) -> float:
     return recsys.train_step(rs, p.global_batch).samples_per_s
 
 
-
 # ---- running and reporting -----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CaseResult:
