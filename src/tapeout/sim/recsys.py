@@ -39,6 +39,13 @@ Sharding = Literal["auto", "data", "table", "row", "column"]
 SHARDINGS: tuple[Sharding, ...] = ("auto", "data", "table", "row", "column")
 DEFAULT_BATCH_PAIRS = 65536  # pairs per offline batch when none is given (large-batch inference)
 INDEX_BYTES = 4
+# Memory per chip kept from the embeddings: the dense model, activations of a batch and the
+# runtime (training adds optimizer state and gradients). Assumptions of the order the MLPerf
+# submissions leave free, not fitted.
+RESERVE_INFERENCE_BYTES = 4.0 * GB
+RESERVE_TRAINING_BYTES = 8.0 * GB
+# Share of the shared SRAM (L2) that holds hot embedding rows; the rest serves the dense kernels.
+HOT_ROW_SRAM_SHARE = 0.5
 
 
 # ---- hot rows ------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ class RecsysSystem:
         emb: Precision = embedding_precision or precision
         chip = system.chip
         # Training keeps an Adagrad accumulator per row (row-wise: one value) beside each row.
-        reserve = 4.0 * GB if not training else 8.0 * GB  # dense model, activations, runtime
+        reserve = RESERVE_TRAINING_BYTES if training else RESERVE_INFERENCE_BYTES
         capacity = chip.memory.capacity_gb * GB - reserve
         if training and sharding == "auto":
             sharding = "table"  # replicas would have to exchange sparse gradients: shard instead
@@ -283,7 +290,7 @@ class RecsysSystem:
         # Hot rows a chip caches: of the tables it serves, in half of its shared SRAM.
         row_bytes = model.embedding_dim * BYTES_PER_ELEMENT[emb]
         hits = (
-            tuple(hit_rates(model.tables, 0.5 * chip.sram_shared_bytes / row_bytes))
+            tuple(hit_rates(model.tables, HOT_ROW_SRAM_SHARE * chip.sram_shared_bytes / row_bytes))
             if not training
             else tuple([0.0] * len(model.tables))
         )

@@ -24,7 +24,6 @@ class Engine:
     replica: Replica
     name: str
     clock: float = 0.0
-    busy_s: float = 0.0
     iterations: int = 0
 
 
@@ -69,7 +68,6 @@ def run(policy: Policy, progress: Callable[[int], None] | None = None) -> None:
             continue
         dt = engine.replica.step_time(batch)
         engine.clock += dt
-        engine.busy_s += dt
         engine.iterations += 1
         policy.complete(engine, batch)
         if progress is not None:
