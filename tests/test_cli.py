@@ -50,7 +50,7 @@ def test_validate_json_and_table(tmp_path):
     table = runner.invoke(app, ["validate"])
     assert table.exit_code == 0
     assert "validation: bundled public cases" in table.stdout
-    assert "unsupported llm_training: cannot predict" in table.stdout
+    assert "unsupported: 0" in table.stdout
     assert "MAPE" in table.stdout
 
 

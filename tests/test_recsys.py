@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -6,12 +7,13 @@ from typer.testing import CliRunner
 from tapeout.cli import app
 from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
+from tapeout.perf.rules import graph_cost
 from tapeout.perf.system import System
 from tapeout.sim import recsys
 from tapeout.sim.recsys_api import recsys as recsys_api
 from tapeout.workloads.models import get_model, resolve_model
 from tapeout.workloads.ops import Gather
-from tapeout.workloads.recsys import EmbeddingTable
+from tapeout.workloads.recsys import EmbeddingTable, Interaction, RecsysConfig
 
 DLRM = get_model("dlrm-v2").config
 
@@ -81,6 +83,41 @@ def test_inference_batches_and_server_mode():
     served = recsys.server(rs, latency_limit_s=0.01, pairs_per_sample=270, samples=4000)
     assert served.p99_latency_s is not None and served.p99_latency_s <= 0.01
     assert 0 < served.samples_per_s <= big.samples_per_s
+
+
+def test_distinct_rows_match_the_occupancy_sum():
+    flat = EmbeddingTable(rows=1000, dim=8)
+    assert recsys.distinct_rows(flat, 500) == pytest.approx(1000 * (1 - math.exp(-0.5)))
+    skewed = EmbeddingTable(rows=10**4, dim=8, skew_alpha=1.0)
+    h = sum(i**-1.0 for i in range(1, 10**4 + 1))
+    naive = sum(1 - math.exp(-3000 * i**-1.0 / h) for i in range(1, 10**4 + 1))  # every row, one by one
+    assert recsys.distinct_rows(skewed, 3000) == pytest.approx(naive, rel=0.02)
+    assert recsys.distinct_rows(skewed, 3000) < recsys.distinct_rows(EmbeddingTable(rows=10**4, dim=8), 3000)
+
+
+def test_training_backward_rewrites_each_distinct_row_and_its_accumulator():
+    table = EmbeddingTable(rows=10**6, dim=128, pooling=4)
+    model = RecsysConfig(dense_features=13, tables=(table,), bottom_mlp=(128,), interaction=Interaction(kind="dot"),
+                         top_mlp=(1,))  # fmt: skip
+    sys = System.of(get_chip("h100-sxm"))
+    rs = recsys.RecsysSystem.of(model, sys, precision="fp16", training=True)
+    assert rs.embedding_precision == "fp32"  # fp32 master rows under mixed precision
+    lookups, distinct = 4000, recsys.distinct_rows(table, 4000)
+    cost = graph_cost(rs.embedding_ops(1000, backward=True), sys)
+    # fp16 bag gradient per lookup; fp32 row and fp32 Adagrad accumulator read and written once per distinct row
+    assert cost.dram_bytes == pytest.approx(lookups * 128 * 2 + distinct * 2 * 2 * 128 * 4)
+
+
+def test_training_carries_its_share_of_the_evaluation():
+    sys = System.of(get_chip("h100-sxm"), 8)
+    with_eval = recsys.train_step(recsys.RecsysSystem.of(DLRM, sys, precision="fp16", training=True), 55296)
+    bare = DLRM.model_copy(update={"evaluation": None})
+    without = recsys.train_step(recsys.RecsysSystem.of(bare, sys, precision="fp16", training=True), 55296)
+    assert without.breakdown_s["evaluation"] == 0
+    assert with_eval.step_time_s == pytest.approx(without.step_time_s + with_eval.breakdown_s["evaluation"])
+    assert DLRM.evaluation is not None  # forward passes cost less than a third of a step per sample
+    ratio = DLRM.evaluation.samples / DLRM.evaluation.every_samples
+    assert 0 < with_eval.breakdown_s["evaluation"] < ratio * without.step_time_s / 2
 
 
 def test_training_step_has_all_to_all_when_sharded():

@@ -379,6 +379,40 @@ def recsys_cmd(
         console.print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 
+@app.command("cost")
+def cost_cmd(
+    chip: Annotated[str, typer.Argument(metavar="ID", help="A catalog id, or a design file.")],
+    volume: Annotated[
+        int | None, typer.Option("--volume", help="Units our design's NRE is spread over [default: 200000].")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Die area, yield, unit cost and power of a chip, modelled from its architecture."""
+    from tapeout.cost.api import cost
+
+    out = cost(chip, volume=volume)
+    if as_json:
+        _print_json(out)
+        return
+    published = out["published_die_area_mm2"]
+    console.print(
+        f"{out['name']} ({out['id']}), {out['process_node']}: die {out['die_area_mm2']:,.0f} mm^2 modelled"
+        + (f", {published:,.0f} published" if published else ", no published area")
+    )
+    console.print(_table("area per die, mm^2", [out["area_mm2"]]))
+    console.print(
+        f"dies per wafer {out['dies_per_wafer']:.1f}, yield {100 * out['yield']:.1f} %, "
+        f"{out['dies_per_package']} die(s) per package"
+    )
+    console.print(_table("unit cost, US$", [{**out["cost_usd"], "total": out["unit_cost_usd"]}]))
+    if out["volume"]:
+        console.print(f"NRE ${out['nre_usd'] / 1e6:,.1f}M over {out['volume']:,} units")
+    console.print(_table("power at full load, W", [out["power_w"]]))
+    if out["market_price"]:
+        m = out["market_price"]
+        console.print(f"market price: ${m['usd']:,.0f} ({m['date']}, {m['kind']})")
+
+
 def main() -> None:
     try:
         app()

@@ -355,6 +355,20 @@ def _llm_inference(case: Case, system: System) -> float:
     ]
 
 
+def _sequence_split(chips: int, p: LlmTrainingParams) -> int:
+    """How many ways each sequence is split when the data axis is wider than the batch.
+
+    With `dp` unstated, `chips / (tp x pp x cp)` data-parallel ranks can exceed the sequences
+    of a step (MLPerf's TPU v5e GPT-3 run: 4,096 chips, 2,048 sequences). An SPMD framework
+    then shards the tokens of each sequence over the spare ranks, which is context
+    parallelism; a split that is not whole is left for `TrainingPlan` to reject.
+    """
+    data_ranks = chips // (p.tp * p.pp * p.cp)
+    if p.dp is not None or data_ranks <= p.global_batch or data_ranks % p.global_batch:
+        return 1
+    return data_ranks // p.global_batch
+
+
 @predictor("llm_training")
 def _llm_training(case: Case, system: System) -> float:
     p: LlmTrainingParams = case.params
@@ -362,8 +376,9 @@ def _llm_training(case: Case, system: System) -> float:
         raise TapeoutError(f"{case.id}: field 'model': kind llm_training needs a language model")
     model = case.model if p.layers is None else case.model.with_layers(p.layers)
     prec: Any = case.precision
+    cp = p.cp * _sequence_split(case.chips, p)
     plan = TrainingPlan(
-        tp=p.tp, pp=p.pp, dp=p.dp, cp=p.cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
+        tp=p.tp, pp=p.pp, dp=p.dp, cp=cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
         sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, precision=prec,
     )  # fmt: skip
     result = train_step(model, system, plan, seq_len=p.seq_len, global_batch=p.global_batch,

@@ -1,4 +1,5 @@
-"""The hardware catalog: one YAML file per chip under `catalog/`, looked up by exact id."""
+"""The hardware catalog: one YAML file per chip under `catalog/`, and our own designs under
+`designs/` (expanded by `hardware.design`), looked up by exact id."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pydantic
 
 from tapeout._yaml import deep_merge, load_data_file
 from tapeout.errors import TapeoutError, from_validation, require_mapping, unknown_id
+from tapeout.hardware.design import expand_design
 from tapeout.hardware.spec import ChipSpec
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+DESIGNS_DIR = Path(__file__).parent / "designs"
 
 
 def chip_from_mapping(
@@ -38,6 +41,10 @@ def _raw_catalog() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
         out[path.stem] = dict(require_mapping(load_data_file(path), str(path), None, "<root>"))
+    for path in sorted(DESIGNS_DIR.glob("*.yaml")):
+        out[path.stem] = expand_design(
+            require_mapping(load_data_file(path), str(path), None, "<root>"), str(path)
+        )
     return out
 
 
@@ -55,7 +62,8 @@ def get_chip(chip_id: str) -> ChipSpec:
     raw = _raw_catalog()
     if chip_id not in raw:
         raise unknown_id("hardware id", chip_id, raw)
-    return chip_from_mapping(raw[chip_id], str(CATALOG_DIR / f"{chip_id}.yaml"), chip_id)
+    folder = DESIGNS_DIR if (DESIGNS_DIR / f"{chip_id}.yaml").exists() else CATALOG_DIR
+    return chip_from_mapping(raw[chip_id], str(folder / f"{chip_id}.yaml"), chip_id)
 
 
 def all_chips() -> list[ChipSpec]:

@@ -60,6 +60,9 @@ class SramLevel(Frozen):
     scope: Literal["core", "chip"]
     capacity_kib: PosFloat | None = None
     capacity_mib: PosFloat | None = None
+    # A software-managed scratchpad packs bits densely; a hardware cache adds tags, ECC,
+    # crossbars and slicing and holds about a third as much per mm^2 (cost/area.py).
+    style: Literal["cache", "scratchpad"] = "cache"
 
     @model_validator(mode="after")
     def _one_capacity(self) -> SramLevel:
@@ -99,6 +102,15 @@ class ScaleOut(Frozen):
     latency_us: PosFloat
 
 
+class DieSpec(Frozen):
+    """The physical die when the product enables less of it (spare cores, fused-off L2 or HBM
+    sites); the area model reads this, the simulators do not."""
+
+    cores: PosInt
+    shared_sram_mib: Annotated[float, Field(ge=0)]
+    memory_interfaces: PosInt  # HBM sites, or 32-bit DRAM channels
+
+
 class NodeSpec(Frozen):
     chips_per_node: PosInt
     scale_up_domain_chips: PosInt
@@ -133,7 +145,7 @@ class PeakTflops(Frozen):
 
 _NUMERIC_SECTIONS = (
     "die_area_mm2", "transistors_billion", "clock_ghz", "num_cores", "matrix_unit", "peak_tflops",
-    "vector_fp32_tflops", "sram", "memory", "scale_up", "scale_out", "tdp_w", "node",
+    "vector_fp32_tflops", "sram", "memory", "scale_up", "scale_out", "tdp_w", "node", "die",
 )  # fmt: skip
 
 
@@ -165,6 +177,7 @@ class ChipSpec(Frozen):
     tdp_w: PosFloat
     price: tuple[PriceEntry, ...] = ()
     node: NodeSpec
+    die: DieSpec | None = None
     sources: dict[str, str]
     notes: tuple[str, ...] = ()
 

@@ -10,6 +10,9 @@ A batch of `pairs` user-item pairs on one chip is costed op by op with the rules
   cross layers as two matmuls and a pointwise update each; a transformer over the user history)
   and the top MLP, as matmuls plus their pointwise activations;
 - when tables live on other chips, the pooled vectors come back by all-to-all.
+The gathers of all tables of one row width are one table-batched kernel. A training step adds
+the fused embedding backward (fp32 rows and an element-wise Adagrad accumulator rewritten once
+per distinct row), the dense backward, and its share of the protocol's periodic evaluation.
 Hot rows: each table's ids follow a Zipf law of exponent `skew_alpha` (0: uniform); the SRAM
 holds the rows with the highest access probability over all tables (water-filling on one
 probability threshold), and a table's hit rate is the probability mass of its cached rows.
@@ -46,6 +49,12 @@ RESERVE_INFERENCE_BYTES = 4.0 * GB
 RESERVE_TRAINING_BYTES = 8.0 * GB
 # Share of the shared SRAM (L2) that holds hot embedding rows; the rest serves the dense kernels.
 HOT_ROW_SRAM_SHARE = 0.5
+# Training keeps fp32 master tables and an element-wise (exact) Adagrad accumulator of the same
+# shape, also fp32: the MLPerf reference (TorchRec `torch.optim.Adagrad` -> FBGEMM EXACT_ADAGRAD)
+# and NVIDIA's HugeCTR submissions (`RaggedStaticEmbeddingTable`: float table, float AdaGrad
+# state of `emb_table_size_` elements) both do; mixed precision covers the MLPs and the wires.
+TRAINING_EMBEDDING_PRECISION: Precision = "fp32"
+ADAGRAD_STATE_PRECISION: Precision = "fp32"
 
 
 # ---- hot rows ------------------------------------------------------------------------------
@@ -114,6 +123,27 @@ def _hit_rates(tables: tuple[EmbeddingTable, ...], cache_rows: float) -> tuple[f
         (c / t.rows if t.skew_alpha == 0 else min(1.0, _harmonic(c, t.skew_alpha) / h)) if c >= 1 else 0.0
         for t, c, h in zip(tables, counts, norms, strict=True)
     )
+
+
+def distinct_rows(table: EmbeddingTable, draws: float) -> float:
+    """Expected number of distinct rows among `draws` ids drawn from the table's Zipf law:
+    sum over rows of 1 - exp(-draws * p_row), on log-spaced rank buckets.
+
+    >>> t = EmbeddingTable(rows=10**6, dim=8)
+    >>> round(distinct_rows(t, 10**6) / 10**6, 3)  # uniform: 1 - 1/e of the rows
+    0.632
+    >>> distinct_rows(t, 10) == distinct_rows(EmbeddingTable(rows=10**6, dim=8, skew_alpha=1.0), 10)
+    False
+    """
+    if draws <= 0:
+        return 0.0
+    r = float(table.rows)
+    if table.skew_alpha == 0:
+        return r * -math.expm1(-draws / r)
+    edges = np.unique(np.round(np.geomspace(1, r + 1, 512)))
+    mid = np.sqrt(edges[:-1] * edges[1:])
+    p = mid**-table.skew_alpha / _harmonic(r, table.skew_alpha)
+    return float(np.sum(np.diff(edges) * -np.expm1(-draws * p)))
 
 
 # ---- sharding ------------------------------------------------------------------------------
@@ -279,13 +309,16 @@ class RecsysSystem:
         sharding: Sharding = "auto",
         training: bool = False,
     ) -> RecsysSystem:
-        emb: Precision = embedding_precision or precision
+        emb: Precision = embedding_precision or (TRAINING_EMBEDDING_PRECISION if training else precision)
         chip = system.chip
-        # Training keeps an Adagrad accumulator per row (row-wise: one value) beside each row.
         reserve = RESERVE_TRAINING_BYTES if training else RESERVE_INFERENCE_BYTES
         capacity = chip.memory.capacity_gb * GB - reserve
-        if training and sharding == "auto":
-            sharding = "table"  # replicas would have to exchange sparse gradients: shard instead
+        if training:
+            # The Adagrad accumulator sits beside every table element.
+            bpe = BYTES_PER_ELEMENT[emb]
+            capacity *= bpe / (bpe + BYTES_PER_ELEMENT[ADAGRAD_STATE_PRECISION])
+            if sharding == "auto":
+                sharding = "table"  # replicas would have to exchange sparse gradients: shard instead
         shards = plan_sharding(model, system.chips, capacity, emb, sharding)
         # Hot rows a chip caches: of the tables it serves, in half of its shared SRAM.
         row_bytes = model.embedding_dim * BYTES_PER_ELEMENT[emb]
@@ -298,20 +331,48 @@ class RecsysSystem:
             model=model, system=system, precision=precision, embedding_precision=emb, shards=shards, hits=hits
         )
 
+    @property
+    def wire_precision(self) -> Precision:
+        """Pooled vectors and their gradients travel in 16 bits at least (narrow lookups are
+        summed in wider types)."""
+        return self.precision if BYTES_PER_ELEMENT[self.precision] >= 2 else "bf16"
+
     def embedding_ops(self, pairs_global: float, chip: int = 0, backward: bool = False) -> list[Op]:
-        """Gathers one chip runs for a batch of `pairs_global` pairs over the whole system."""
-        ops: list[Op] = []
-        share = self.shards.lookups_share(chip)
-        for t, s, h in zip(self.model.tables, share, self.hits, strict=True):
+        """Gathers one chip runs for a batch of `pairs_global` pairs over the whole system: one
+        table-batched kernel per row width, as FBGEMM's TBE, HugeCTR's embedding collection and
+        TensorRT's concatenated table launch all tables at once.
+
+        The backward is the fused TBE backward: each lookup reads its bag's gradient, the sums
+        land on the distinct rows touched, and each distinct row is rewritten once with its
+        Adagrad accumulator (read-modify-write of both).
+        """
+        groups: dict[int, list[float]] = {}  # dim -> [lookups, cached lookups, bags, distinct rows]
+        for t, s, h in zip(self.model.tables, self.shards.lookups_share(chip), self.hits, strict=True):
             if s <= 0:
                 continue
-            outputs = pairs_global * s
-            ops.append(Gather(lookups=outputs * t.pooling, dim=t.dim, rows=t.rows, outputs=outputs,
-                              precision=self.embedding_precision, cached=h))  # fmt: skip
-            if backward:
-                # Row-wise Adagrad: each touched row is read and written with its accumulator.
-                ops.append(Gather(lookups=2 * outputs * t.pooling, dim=t.dim + 1, rows=t.rows, outputs=0,
-                                  precision=self.embedding_precision))  # fmt: skip
+            g = groups.setdefault(t.dim, [0.0, 0.0, 0.0, 0.0])
+            bags = pairs_global * s
+            g[0] += bags * t.pooling
+            g[1] += bags * t.pooling * h
+            g[2] += bags
+            if backward:  # rows split evenly between a table's owners hold its distinct rows evenly
+                g[3] += s * distinct_rows(t, pairs_global * t.pooling)
+        rows = sum(t.rows for t in self.model.tables)
+        ops: list[Op] = []
+        for dim, (lookups, hit, bags, distinct) in groups.items():
+            if not backward:
+                ops.append(Gather(lookups=lookups, dim=dim, rows=rows, outputs=bags,
+                                  precision=self.embedding_precision, cached=hit / lookups))  # fmt: skip
+                continue
+            ops += [
+                Gather(lookups=lookups, dim=dim, rows=rows, outputs=0, precision=self.wire_precision),
+                Gather(
+                    lookups=distinct, dim=dim, rows=rows, outputs=distinct, precision=self.embedding_precision
+                ),
+                Gather(
+                    lookups=distinct, dim=dim, rows=rows, outputs=distinct, precision=ADAGRAD_STATE_PRECISION
+                ),
+            ]
         return ops
 
     def _all_to_all(self, pairs_global: float, backward: bool = False) -> list[Op]:
@@ -320,8 +381,7 @@ class RecsysSystem:
         if w < 2 or self.shards.replicated:
             return []
         m = self.model
-        # Pooled vectors travel in 16 bits at least (narrow lookups are summed in wider types).
-        width = max(2.0, BYTES_PER_ELEMENT[self.precision])
+        width = BYTES_PER_ELEMENT[self.wire_precision]
         pooled = pairs_global / w * len(m.tables) * m.embedding_dim * width
         ops: list[Op] = [AllToAll(ranks=w, bytes_per_rank=pooled)]
         if not backward:
@@ -448,9 +508,11 @@ class RecsysTrainingResult:
 
 def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
     """One step: embeddings model-parallel (lookups of the global batch on the chips that own
-    the tables, pooled vectors by all-to-all, gradients back the same way, row-wise Adagrad on
-    the touched rows), the dense part data-parallel (forward, input- and weight-gradient
-    products, an all-reduce of its gradients)."""
+    the tables, pooled vectors by all-to-all, gradients back the same way, the fused Adagrad
+    backward on the touched rows), the dense part data-parallel (forward, input- and
+    weight-gradient products, an all-reduce of its gradients). When the model's protocol
+    evaluates periodically, each step also carries its share of those forward passes (at the
+    training batch), as wall-clock throughputs do."""
     w = rs.system.chips
     if global_batch < w:
         raise TapeoutError(f"field 'global_batch': {global_batch} samples for {w} chips")
@@ -464,13 +526,17 @@ def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
             bwd.append(Matmul(m=op.k, n=op.n, k=op.m, groups=op.groups, precision=op.precision))
         else:
             bwd += [op, op]
-    dense = graph_cost(fwd + bwd, sysm)
+    dense_fwd = graph_cost(fwd, sysm)
+    dense = dense_fwd + graph_cost(bwd, sysm)
     # The busiest chip's tables.
-    emb = max(
-        (graph_cost(rs.embedding_ops(global_batch, c) + rs.embedding_ops(global_batch, c, backward=True), sysm)
-         for c in range(w)), key=lambda c: c.time_s,
+    emb_fwd, emb_bwd = max(
+        ((graph_cost(rs.embedding_ops(global_batch, c), sysm),
+          graph_cost(rs.embedding_ops(global_batch, c, backward=True), sysm)) for c in range(w)),
+        key=lambda fb: fb[0].time_s + fb[1].time_s,
     )  # fmt: skip
-    comm = graph_cost(rs._all_to_all(global_batch) + rs._all_to_all(global_batch, backward=True), sysm)
+    emb = emb_fwd + emb_bwd
+    comm_fwd = graph_cost(rs._all_to_all(global_batch), sysm)
+    comm = comm_fwd + graph_cost(rs._all_to_all(global_batch, backward=True), sysm)
     grads = AllReduce(ranks=w, bytes_per_rank=rs.model.dense_params() * 2) if w > 1 else None
     allreduce = op_cost(grads, sysm).time_s if grads is not None else 0.0
     busy = dense.time_s + emb.time_s
@@ -478,13 +544,19 @@ def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
         dense.flops * energy_per_flop(sysm, rs.precision, cal.training_pj_per_flop)
         + (dense.dram_bytes + emb.dram_bytes) * cal.dram_pj_per_byte * 1e-12
     )
-    compute = power_capped(sysm, busy, joules)
+    slow = power_capped(sysm, busy, joules) / busy
     # The dense gradient all-reduce overlaps the embedding backward (HugeCTR's overlap); the
     # all-to-alls sit between the embedding and dense stages.
-    step = compute + comm.time_s + max(0.0, allreduce - emb.time_s / 2)
+    exposed = max(0.0, allreduce - emb.time_s / 2)
+    ev = rs.model.evaluation
+    evaluation = 0.0
+    if ev is not None:
+        forward = (dense_fwd.time_s + emb_fwd.time_s) * slow + comm_fwd.time_s
+        evaluation = forward * ev.samples / ev.every_samples
+    step = busy * slow + comm.time_s + exposed + evaluation
     return RecsysTrainingResult(
         samples_per_s=global_batch / step, step_time_s=step,
-        breakdown_s={"dense": dense.time_s * compute / busy, "embeddings": emb.time_s * compute / busy,
-                     "all_to_all": comm.time_s, "exposed_all_reduce": max(0.0, allreduce - emb.time_s / 2)},
+        breakdown_s={"dense": dense.time_s * slow, "embeddings": emb.time_s * slow, "all_to_all": comm.time_s,
+                     "exposed_all_reduce": exposed, "evaluation": evaluation},
         sharding=rs.shards.kind,
     )  # fmt: skip

@@ -38,6 +38,15 @@ class Interaction(Frozen):
         return self
 
 
+class Evaluation(Frozen):
+    """The training protocol's periodic evaluation: `samples` held-out samples scored (forward
+    only) after every `every_samples` training samples. Wall-clock training throughputs, such as
+    MLPerf's, include it."""
+
+    every_samples: PosInt
+    samples: PosInt
+
+
 class RecsysConfig(Frozen):
     architecture: Literal["dlrm"] = "dlrm"
     dense_features: Annotated[int, Field(ge=0)]
@@ -45,6 +54,7 @@ class RecsysConfig(Frozen):
     bottom_mlp: tuple[PosInt, ...]
     interaction: Interaction
     top_mlp: tuple[PosInt, ...] = Field(min_length=1)
+    evaluation: Evaluation | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RecsysConfig:

@@ -1,0 +1,1 @@
+"""Silicon cost: die area, yield, unit cost, power and TCO."""
