@@ -413,6 +413,61 @@ def cost_cmd(
         console.print(f"market price: ${m['usd']:,.0f} ({m['date']}, {m['kind']})")
 
 
+_PLAN_KEYS = ("tp", "pp", "ep", "cp", "dp", "group_chips", "sharding")
+
+
+@app.command("plan")
+def plan_cmd(
+    demand: Annotated[Path, typer.Argument(help="A demand file: candidates, demands, TCO assumptions.")],
+    workers: Annotated[int, typer.Option("--workers", help="Processes for the capacity estimates.")] = 2,
+    as_json: JsonFlag = False,
+) -> None:
+    """The fleet of lowest TCO that meets every demand, with the cost on each candidate alone."""
+    from tapeout.plan import load_demand, plan
+
+    out = plan(load_demand(demand), workers=workers).data
+    if as_json:
+        _print_json(out)
+        return
+    for d in out["demands"]:
+        price_key = next(k for k in d if k.startswith("usd_per_"))
+        table = Table(title=f"{d['demand']} ({d['kind']}): {d['rate']:,.4g} {d['unit']}")
+        for col in ("candidate", "chips", "TCO $M", price_key.replace("usd_per_", "$ per ").replace("_", " "),
+                    "per chip", "plan"):  # fmt: skip
+            table.add_column(col, justify="left" if col in ("candidate", "plan") else "right")
+        for a in d["alternatives"]:
+            if "error" in a:
+                table.add_row(a["candidate"], "-", "-", "-", "-", f"[yellow]{a['error']}[/yellow]")
+                continue
+            plan_s = " ".join(f"{k} {v}" for k, v in a["plan"].items() if k in _PLAN_KEYS and v != 1)
+            table.add_row(a["candidate"], f"{a['chips']:,}", f"{a['tco_usd'] / 1e6:,.1f}", f"{a[price_key]:,.4g}",
+                          f"{a['capacity_per_chip']:,.4g}", plan_s)  # fmt: skip
+        console.print(table)
+        fleet = ", ".join(f"{f['chips']:,} x {f['candidate']}" for f in d["fleet"])
+        console.print(f"chosen: {fleet}: TCO ${d['tco_usd']:,.0f}")
+        for b in d["break_even"]:
+            if b["volume"] is None:
+                console.print(f"{b['candidate']} against {b['against']}: {b['note']}")
+            else:
+                console.print(
+                    f"{b['candidate']} breaks even with {b['against']} at a volume of {b['volume']:,} units "
+                    f"(NRE ${b['nre_usd']:,.0f}; this fleet is {b['fleet_chips']:,} chips)"
+                )
+    chips = Table(title="fleet by chip type")
+    for col in ("candidate", "chips", "TCO $M", "price $ (levy incl.)", "demands"):
+        chips.add_column(col)
+    prices = {c["candidate"]: c for c in out["candidates"]}
+    for c in out["chips"]:
+        served = ", ".join(f"{k} {v:,}" for k, v in c["demands"].items())
+        chips.add_row(c["candidate"], f"{c['chips']:,}", f"{c['tco_usd'] / 1e6:,.1f}",
+                      f"{prices[c['candidate']]['price_with_levy_usd']:,.0f}", served)  # fmt: skip
+    console.print(chips)
+    for c in out["candidates"]:
+        console.print(f"[dim]{c['candidate']} price: {c['price_source']}[/dim]")
+    console.print(f"total TCO ${out['total_tco_usd']:,.0f} over {out['tco_assumptions']['years']:g} years, "
+                  f"{out['total_chips']:,} chips")  # fmt: skip
+
+
 def main() -> None:
     try:
         app()
