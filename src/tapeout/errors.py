@@ -36,9 +36,14 @@ def _loc(loc: Sequence[int | str]) -> str:
 
 
 def from_validation(
-    exc: pydantic.ValidationError, origin: str | None, entry: str | None, prefix: str = ""
+    exc: pydantic.ValidationError,
+    origin: str | None,
+    entry: str | None,
+    prefix: str = "",
+    units: Mapping[str, str] | None = None,
 ) -> TapeoutError:
-    """Turn pydantic's error list into one TapeoutError naming every bad field."""
+    """Turn pydantic's error list into one TapeoutError naming every bad field; `units` names
+    the unit of fields whose names carry no unit suffix."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
@@ -50,7 +55,8 @@ def from_validation(
             msg = "missing"
         else:
             msg = f"{err['msg']} (got {err.get('input')!r})"
-        unit = unit_of(field.rsplit(".", 1)[-1])
+        name = field.rsplit(".", 1)[-1]
+        unit = (units or {}).get(name) or unit_of(name)
         lines.append(f"field {field!r}: {msg}" + (f" (unit: {unit})" if unit else ""))
     return TapeoutError(_where(origin, entry) + "; ".join(lines))
 

@@ -12,6 +12,7 @@ TERA = 1e12
 # Field-name suffix -> the unit it promises; used to name the unit in error messages.
 _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
     ("_gbit_s", "Gbit/s"),
+    ("_per_s", "per second"),
     ("_gb_s", "GB/s (1e9 bytes per second)"),
     ("_tflops", "TFLOP/s (1e12 per second)"),
     ("_tops", "tera-operations per second"),

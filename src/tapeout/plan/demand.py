@@ -31,17 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tapeout._yaml import load_data_file
 from tapeout.cost.tco import TcoAssumptions
-from tapeout.errors import TapeoutError, require_mapping
-from tapeout.units import unit_of
+from tapeout.errors import from_validation, require_mapping
 
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(ge=1)]
 
-# Units of the fields whose names do not carry a suffix `units.unit_of` knows (or carry a
-# misleading one: `tokens_per_s` is not in seconds).
+# Units of the fields whose names carry no suffix `units.unit_of` knows.
 FIELD_UNITS: dict[str, str] = {
-    "tokens_per_s": "output tokens per second",
-    "requests_per_s": "requests per second",
     "qps": "samples (queries) per second",
     "input_len": "tokens",
     "output_len": "tokens",
@@ -168,30 +164,6 @@ class DemandFile(_Strict):
         return TcoAssumptions(**self.tco)
 
 
-def _unit(field: str) -> str | None:
-    return FIELD_UNITS.get(field) or unit_of(field)
-
-
-def _errors(exc: pydantic.ValidationError, origin: str) -> TapeoutError:
-    """One sentence per bad field, named by its path (`demands.chat.ttft_limit_s`), with its unit."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-        field = ".".join(loc) or "<root>"
-        name = next(
-            (p for p in reversed(loc) if not p.isdigit() and p not in ("serving", "recsys", "training")), ""
-        )
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "missing"
-        else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
-        unit = _unit(name)
-        lines.append(f"field {field!r}: {msg}" + (f" (unit: {unit})" if unit else ""))
-    return TapeoutError(f"{origin}: " + "; ".join(lines))
-
-
 def parse_demand(data: Any, origin: str = "demand") -> DemandFile:
     """Validate a demand mapping; errors name the field, the value and the unit.
 
@@ -208,7 +180,7 @@ def parse_demand(data: Any, origin: str = "demand") -> DemandFile:
     try:
         out = DemandFile.model_validate(dict(mapping))
     except pydantic.ValidationError as exc:
-        raise _errors(exc, origin) from None
+        raise from_validation(exc, origin, None, units=FIELD_UNITS) from None
     out.assumptions()  # TcoAssumptions checks its own ranges and names the field
     return out
 
