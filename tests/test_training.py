@@ -138,3 +138,31 @@ def test_mla_models_train_on_their_latent_projections():
                    seq_len=4096, global_batch=64, check_memory=False)  # fmt: skip
     assert r.dp == 16 and 0 < r.mfu < r.hfu < 1
     assert model_flops_per_token(ds, 4096) > 6 * (ds.active_param_count() - ds.embedding_params())
+
+
+def test_tp_overlap_needs_sequence_parallel_and_hides_all_but_a_chunk():
+    with pytest.raises(TapeoutError, match=r"'tp_overlap': .* needs tp > 1 and sequence_parallel"):
+        TrainingPlan(tp=4, tp_overlap=True)
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    plain = train_step(LLAMA70, h100(32), TrainingPlan(tp=8, pp=4, sequence_parallel=True), **base)
+    overlap = train_step(
+        LLAMA70, h100(32), TrainingPlan(tp=8, pp=4, sequence_parallel=True, tp_overlap=True), **base
+    )
+    exposed = plain.breakdown_s["exposed_communication"], overlap.breakdown_s["exposed_communication"]
+    assert exposed[0] / 8 <= exposed[1] < exposed[0] / 2  # one chunk of 8 stays exposed (p2p aside)
+    assert overlap.breakdown_s["compute"] == plain.breakdown_s["compute"]
+
+
+def test_a_strided_data_parallel_group_sends_more_over_the_network():
+    """With tp 4 on 8-chip nodes a data-parallel group has 2 members per node, so its
+    hierarchical reduce-scatter puts half of the buffer, not an eighth, on each NIC."""
+    from tapeout.perf.rules import op_cost
+    from tapeout.sim.train import _group
+    from tapeout.workloads.ops import ReduceScatter
+
+    system = h100(64)
+    op = ReduceScatter(ranks=16, bytes_per_rank=4e9)
+    contiguous, strided, across = (op_cost(op, _group(system, 16, stride=s)) for s in (1, 4, 8))
+    assert contiguous.time_s < strided.time_s < across.time_s
+    # 8 nodes in the ring, each NIC carrying its half of the buffer: (8 - 1) / 8 x 4 GB / 2.
+    assert strided.network_bytes == pytest.approx(7 / 8 * 4e9 / 2)

@@ -8,7 +8,9 @@ holding `vpp` interleaved chunks (when they do not divide evenly, the busiest st
 attention); data parallelism replicates the rest `dp` ways. Expert parallelism takes its `ep`
 ranks from the data- and context-parallel ranks, as Megatron-Core does, so it needs no chips
 of its own. ZeRO 1, 2 and 3 shard the optimizer states, then the gradients, then the weights
-over the data-parallel ranks.
+over the data-parallel ranks. `tp_overlap` runs sequence parallelism's all-gathers and
+reduce-scatters in chunks under the matmuls next to them (Transformer Engine's userbuffers, what
+NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class TrainingPlan:
     vpp: int = 1
     micro_batch: int = 1
     sequence_parallel: bool = False
+    tp_overlap: bool = False  # tensor-parallel communication overlapped with the matmuls
     recompute: Recompute = "none"
     zero: int = 0
     precision: Precision = "bf16"  # of the matmuls (fp8 and int8 keep bf16 attention and weights)
@@ -53,6 +56,11 @@ class TrainingPlan:
             raise TapeoutError(f"field 'dp': must be an integer >= 1, got {self.dp!r}")
         if self.recompute not in RECOMPUTE:
             raise TapeoutError(f"field 'recompute': {self.recompute!r}; known: {', '.join(RECOMPUTE)}")
+        if self.tp_overlap and not (self.tp > 1 and self.sequence_parallel):
+            raise TapeoutError(
+                f"field 'tp_overlap': overlaps sequence parallelism's all-gathers and reduce-scatters, so it "
+                f"needs tp > 1 and sequence_parallel (got tp {self.tp}, sequence_parallel {self.sequence_parallel})"
+            )
         if self.zero not in (0, 1, 2, 3):
             raise TapeoutError(f"field 'zero': must be 0, 1, 2 or 3, got {self.zero!r}")
 

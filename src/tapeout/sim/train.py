@@ -30,6 +30,7 @@ dense 12 x ... count); hardware FLOPs add what recomputation runs again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,7 +87,7 @@ class TrainingResult:
             "hfu": self.hfu, "model_flops_per_step": self.model_flops, "breakdown_s": self.breakdown_s,
             "memory_per_chip_gb": self.memory_gb,
             "plan": {"tp": p.tp, "pp": p.pp, "dp": self.dp, "cp": p.cp, "ep": p.ep, "vpp": p.vpp,
-                     "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel,
+                     "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel, "tp_overlap": p.tp_overlap,
                      "recompute": p.recompute, "zero": p.zero, "micro_batches": self.micro_batches},
         }  # fmt: skip
 
@@ -139,14 +140,16 @@ class _Shape:
     ep: int
     micro_batch: int
     sequence_parallel: bool
+    tp_overlap: bool
     precision: Precision
     seq_len: int
 
     @classmethod
     def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
         return cls(
-            plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.precision, seq_len
-        )
+            plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.tp_overlap,
+            plan.precision, seq_len,
+        )  # fmt: skip
 
 
 @lru_cache(maxsize=8192)
@@ -238,20 +241,29 @@ class _Step:
         sys = self.sys
         attention = op_cost(attn, sys) * (1 / p.cp)
         attention_b = op_cost(attn_b, sys) * (1 / p.cp)
-        comm: list[Op] = []
+        tp_comm: list[Op] = []
         if tp > 1:
             size = t * h * 2
             if p.sequence_parallel:
-                comm += [
+                tp_comm += [
                     AllGather(ranks=tp, bytes_per_rank=size),
                     ReduceScatter(ranks=tp, bytes_per_rank=size),
                 ] * 2
             else:
-                comm += [AllReduce(ranks=tp, bytes_per_rank=size)] * 2
+                tp_comm += [AllReduce(ranks=tp, bytes_per_rank=size)] * 2
+        domain = self._domain(tp * max(1, p.ep if moe else 1))
+        comm_cost = graph_cost(tp_comm, domain) if tp_comm else ZERO
+        forward = graph_cost(fwd, sys)
+        if p.tp_overlap:
+            # Split in `tp` chunks, each exchanged under the matmul of the one before: the first
+            # chunk, and whatever the matmuls are too short to cover, stay exposed.
+            hidden = min(comm_cost.time_s * (1 - 1 / tp), forward.time_s)
+            comm_cost = _shortened(comm_cost, comm_cost.time_s - hidden)
         if moe and p.ep > 1:
             k = c.num_experts_per_tok or 1
-            comm += [AllToAll(ranks=p.ep, bytes_per_rank=t * k * h * 2)] * 2
-        comm_cost = graph_cost(comm, self._domain(tp * max(1, p.ep if moe else 1))) if comm else ZERO
+            comm_cost = comm_cost + graph_cost(
+                [AllToAll(ranks=p.ep, bytes_per_rank=t * k * h * 2)] * 2, domain
+            )
         ring = 0.0
         if p.cp > 1:
             block = t * kv * (d + dv) * 2  # this rank's keys and values, bf16
@@ -262,7 +274,7 @@ class _Step:
                                 scale_out_gbit_s_per_chip=self.sys.nic_bandwidth * 8 / 1e9)  # fmt: skip
             ring = (p.cp - 1) * op_cost(SendRecv(ranks=2, bytes_per_rank=block), hop).time_s
         return _Layer(
-            forward=graph_cost(fwd, sys), backward=graph_cost(bwd, sys), attention=attention,
+            forward=forward, backward=graph_cost(bwd, sys), attention=attention,
             attention_backward=attention_b, comm_forward=comm_cost, comm_backward=comm_cost, ring_s=ring,
         )  # fmt: skip
 
@@ -337,8 +349,14 @@ def train_step(
     compute = power_capped(system, busy, joules)
     p2p = 0.0
     if p.pp > 1:
-        act = t * h * 2 / (p.tp if p.sequence_parallel else 1)
-        p2p = 2 * p.vpp * op_cost(SendRecv(ranks=2, bytes_per_rank=act), system).time_s
+        # Each tensor-parallel rank sends its 1/tp of the activation over its own link (sequence
+        # parallelism, or Megatron's scatter-gather of the replicated activation).
+        act = t * h * 2 / p.tp
+        hop = _group(system, 2, stride=p.tp * p.cp * dp)
+        send = op_cost(SendRecv(ranks=2, bytes_per_rank=act), hop).time_s
+        if p.vpp > 1:  # the interleaved schedule overlaps each send with the next chunk's work
+            send = max(0.0, send - compute / (2 * p.vpp))
+        p2p = 2 * p.vpp * send
     per_mb = compute + comm.time_s + ring + p2p
     bubble = (p.pp - 1) / p.vpp * per_mb
     pipeline = n_mb * per_mb + bubble
@@ -347,19 +365,21 @@ def train_step(
     stage_params = _stage_params(c, p, layers_only)
     grad_ranks = dp * p.cp
     dp_s = optimizer_s = 0.0
+    grad_group = _group(system, grad_ranks, stride=p.tp)
     if grad_ranks > 1:
         grads = stage_params * 2  # reduced in bf16
         if p.zero >= 1:
-            dp_s = op_cost(ReduceScatter(ranks=grad_ranks, bytes_per_rank=grads), system).time_s
-            gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), system)
+            dp_s = op_cost(ReduceScatter(ranks=grad_ranks, bytes_per_rank=grads), grad_group).time_s
+            gather = op_cost(
+                AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), grad_group
+            )
             dp_s += gather.time_s if p.zero < 3 else 0.0
         else:
-            dp_s = op_cost(AllReduce(ranks=grad_ranks, bytes_per_rank=grads), system).time_s
-    last_backward = bwd.time_s * (compute / busy if busy else 1.0)
-    exposed_dp = max(0.0, dp_s - last_backward)
+            dp_s = op_cost(AllReduce(ranks=grad_ranks, bytes_per_rank=grads), grad_group).time_s
+    exposed_dp = _exposed_gradient_sync(dp_s, bwd.time_s * (compute / busy if busy else 1.0), p)
     zero3 = 0.0
     if p.zero == 3 and grad_ranks > 1:
-        gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), system)
+        gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), grad_group)
         # Weights gathered for every forward and backward (and recomputed forward) of each micro-batch.
         passes = 3 if p.recompute == "full" else 2
         zero3 = n_mb * max(0.0, passes * gather.time_s - compute)
@@ -382,6 +402,44 @@ def train_step(
                      + exposed_dp + zero3, "pipeline_bubble": bubble, "optimizer": optimizer_s},
         memory_gb=memory, plan=plan, dp=dp, micro_batches=n_mb,
     )  # fmt: skip
+
+
+def _shortened(cost: Cost, time_s: float) -> Cost:
+    """`cost` with the same traffic, of which only `time_s` is waited for."""
+    f = time_s / cost.time_s if cost.time_s else 0.0
+    return dataclasses.replace(
+        cost, time_s=time_s, compute_s=cost.compute_s * f, memory_s=cost.memory_s * f,
+        network_s=cost.network_s * f, latency_s=cost.latency_s * f,
+    )  # fmt: skip
+
+
+def _exposed_gradient_sync(sync_s: float, backward_s: float, p: TrainingPlan) -> float:
+    """The part of the data-parallel gradient reduction the backward does not hide.
+
+    Each model chunk's gradients are reduced as soon as its last micro-batch's backward is done
+    (Megatron's overlapped gradient reduction). The first stage finishes its `vpp` chunks in
+    the pipeline's drain, `pp` chunk-backwards apart, the last of them as the step's final
+    work: the last chunk's reduction hides behind its own backward only, the others behind the
+    gap to the next chunk. With one chunk this is the reduction less one micro-batch's backward.
+    """
+    chunk_sync, chunk_backward = sync_s / p.vpp, backward_s / p.vpp
+    gap = p.pp * chunk_backward
+    return max(0.0, chunk_sync - chunk_backward) + (p.vpp - 1) * max(0.0, chunk_sync - gap)
+
+
+def _group(system: System, ranks: int, *, stride: int) -> System:
+    """The system as one communicator sees it: `ranks` chips placed `stride` apart.
+
+    Megatron orders ranks tp, cp, dp, pp from the innermost, so a data-parallel group's
+    members sit `tp` chips apart and pipeline neighbours `tp x cp x dp` apart. A scale-up domain
+    then holds `domain / stride` members of the group (at least one), and the group's
+    hierarchical collectives send `size / members` per chip over the network, each chip over
+    its own NIC (rail-optimized fabric), while the other groups of the domain do the same.
+    """
+    domain = system.scale_up_domain
+    members = domain // stride if domain % stride == 0 else 1  # a stride that does not tile it: the network
+    chips = max(ranks, 2)
+    return dataclasses.replace(system, chips=chips, scale_up_domain=max(1, min(members, chips)))
 
 
 @lru_cache(maxsize=256)

@@ -33,6 +33,7 @@ def train(
     vpp: int = 1,
     micro_batch: int = 1,
     sequence_parallel: bool = False,
+    tp_overlap: bool = False,
     recompute: str = "none",
     zero: int = 0,
     precision: str = "bf16",
@@ -60,15 +61,17 @@ def train(
     extra: dict[str, Any] = {}
     if search:
         found = search_plans(
-            config, system, seq_len=seq_len, global_batch=global_batch, precision=prec, budget=budget
-        )
+            config, system, seq_len=seq_len, global_batch=global_batch, precision=prec, budget=budget,
+            tp_overlap=tp_overlap,
+        )  # fmt: skip
         result = found.best
         extra["search"] = {"tried": found.tried, "feasible": found.feasible, "exhausted": found.exhausted,
                            "failures": found.failures}  # fmt: skip
     else:
         plan = TrainingPlan(
             tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
-            sequence_parallel=sequence_parallel, recompute=rc, zero=zero, precision=prec,
+            sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, recompute=rc, zero=zero,
+            precision=prec,
         )  # fmt: skip
         result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
     return {

@@ -5,7 +5,8 @@ parallelism over powers of two, pipeline stages, interleaving, micro-batch, expe
 recomputation and ZeRO; data parallelism takes the remaining chips. Each candidate is checked
 for consistency and memory first (cheap), and only then timed by `train_step`; layer costs are
 cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
-The search stops after `budget` candidates and reports how many it tried, how many fit, and
+`tp_overlap` says whether the software overlaps tensor-parallel communication (then every plan
+with tp > 1 uses it). The search stops after `budget` candidates and reports how many it tried, how many fit, and
 why the others failed.
 """
 
@@ -37,7 +38,7 @@ class SearchResult:
 
 
 def _candidates(
-    model: LLMConfig, system: System, seq_len: int, precision: Precision
+    model: LLMConfig, system: System, seq_len: int, precision: Precision, tp_overlap: bool
 ) -> Iterator[TrainingPlan]:
     chips, domain = system.chips, max(1, system.scale_up_domain)
     tps = [t for t in POWERS if t <= domain and model.num_attention_heads % t == 0]
@@ -57,8 +58,8 @@ def _candidates(
                                 for zero in (0, 1, 3):
                                     yield TrainingPlan(
                                         tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb,
-                                        sequence_parallel=tp > 1, recompute=recompute, zero=zero,
-                                        precision=precision,
+                                        sequence_parallel=tp > 1, tp_overlap=tp_overlap and tp > 1,
+                                        recompute=recompute, zero=zero, precision=precision,
                                     )  # fmt: skip
 
 
@@ -77,6 +78,7 @@ def search(
     global_batch: int,
     precision: Precision = "bf16",
     budget: int = 200_000,
+    tp_overlap: bool = False,
 ) -> SearchResult:
     """The fastest plan that fits, among at most `budget` candidates.
 
@@ -92,7 +94,7 @@ def search(
     tried = feasible = 0
     failures: Counter[str] = Counter()
     exhausted = True
-    for plan in _candidates(model, system, seq_len, precision):
+    for plan in _candidates(model, system, seq_len, precision, tp_overlap):
         if tried >= budget:
             exhausted = False
             break
