@@ -27,22 +27,46 @@ def test_wafer_and_yield_match_the_worked_table(area, dpw, nb):
 
 def test_the_fitted_area_constants_are_what_the_published_dies_give():
     dies = published_dies(all_chips())
-    core, mac = fit(dies)
+    core, feed = fit(dies)
     assert silicon().area.core_mm2_n7 == pytest.approx(core, rel=1e-3)
-    assert silicon().area.mac_mm2_n7 == pytest.approx(mac, rel=1e-3)
+    assert silicon().area.array_feed_mm2_n7 == pytest.approx(feed, rel=1e-3)
 
 
-def test_modelled_die_areas_hold_their_level():
-    """Target: within 15 % of the published area. Measured: 4 of 6 distinct dies (GH100 +23 %,
-    Gaudi2 -33 % miss); this holds that level, and the held-out errors, against regressions."""
+def test_modelled_die_areas_are_within_15_percent():
+    """Target: within 15 % of the published area for every distinct die. Measured: all 6 within
+    12 %; held out (refit without the die), within 25 %: TPU v4 +24 % and Gaudi 2 -17 %, the two
+    dies the array feed is fitted on. This holds both levels against regressions."""
     dies = published_dies(all_chips())
     assert len(dies) == 6
     errors = {c.id: die_area(c).total / c.die_area_mm2 - 1 for c in dies}
-    table = "\n".join(f"{k}: {100 * v:+.1f} %" for k, v in errors.items())
-    assert sum(abs(e) <= 0.15 for e in errors.values()) >= 4, table
-    assert max(abs(e) for e in errors.values()) <= 0.35, table
     loo = held_out(dies)
+    table = "\n".join(f"{k}: {100 * v:+.1f} % (held out {100 * loo[k]:+.1f} %)" for k, v in errors.items())
+    assert max(abs(e) for e in errors.values()) <= 0.12, table
+    assert max(abs(e) for e in loo.values()) <= 0.25, table
     assert sum(abs(e) for e in loo.values()) / len(loo) >= sum(abs(e) for e in errors.values()) / len(errors)
+
+
+def test_area_blocks_follow_their_formulas():
+    """Gaudi 2 (N7): 2 array-style MMEs and 24 vector-only TPCs of 64 FP32 lanes."""
+    chip, a = get_chip("gaudi2"), silicon().area
+    area = die_area(chip)
+    macs = 2 * 256 * 256
+    assert area.matrix_units == pytest.approx(macs * (a.mac_mm2_n7 + a.array_feed_mm2_n7))
+    assert area.cores == pytest.approx((2 + 24) * a.core_mm2_n7)
+    assert area.vector_lanes == pytest.approx(
+        24 * 64 * a.fp32_lane_mtr / silicon().nodes["N7"].logic_mtr_per_mm2
+    )
+    assert area.other == pytest.approx((area.total - area.other) * a.other_fraction / (1 - a.other_fraction))
+
+
+def test_a_dot_product_unit_has_no_array_feed():
+    chip = get_chip("tpu-v4")
+    dot = chip.model_copy(
+        update={"matrix_unit": chip.matrix_unit.model_copy(update={"style": "dot_product"})}
+    )
+    macs = chip.matrix_unit.macs * chip.num_cores
+    saved = die_area(chip).matrix_units - die_area(dot).matrix_units
+    assert saved == pytest.approx(macs * silicon().area.array_feed_mm2_n7)
 
 
 def test_a_cut_down_part_is_priced_on_its_whole_die():
@@ -92,7 +116,7 @@ def test_a_design_over_the_reticle_says_so_with_the_numbers(tmp_path):
 
 def test_a_design_with_too_many_hbm_stacks_says_so(tmp_path):
     memory = {"type": "HBM3", "interfaces": 12, "gb_per_interface": 16}
-    with pytest.raises(TapeoutError, match=r"12 HBM stacks need .* at most 8 stacks"):
+    with pytest.raises(TapeoutError, match=r"12 HBM stacks need .* at most \d+ stacks"):
         check_design(_design(tmp_path, memory=memory))
 
 

@@ -121,3 +121,19 @@ def test_inline_override_starts_from_the_catalog():
 def test_fp8_on_a_chip_without_it_runs_at_16_bit():
     a100 = get_chip("a100-sxm-80gb")
     assert a100.peak_flops("fp8") == a100.peak_flops("bf16")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cores": 100}, r"die.cores: 100 is fewer than the 132 enabled cores"),
+        ({"core_sram_kib": 200}, r"die.core_sram_kib: 200 KiB is less than the 228 KiB per core"),
+        ({"fp32_lanes_per_core": -1}, r"die.fp32_lanes_per_core"),
+        ({"vector_cores": {"count": 0, "fp32_lanes_per_core": 64}}, r"die.vector_cores.count"),
+    ],
+)
+def test_a_die_smaller_than_its_product_is_rejected(change, message):
+    data = _raw()
+    data["die"].update(change)
+    with pytest.raises(TapeoutError, match=message):
+        chip_from_mapping(data, "x.yaml", "h100-sxm")

@@ -41,7 +41,9 @@ class AreaConstants(Frozen):
     pcie_controller_mtr_per_lane: Pos
     noc_mtr_per_core: Pos
     other_fraction: Annotated[float, Field(ge=0, lt=1)]
-    mac_mm2_n7: Annotated[float, Field(ge=0)]
+    mac_mm2_n7: Pos
+    fp32_lane_mtr: Pos
+    array_feed_mm2_n7: Annotated[float, Field(ge=0)]
     core_mm2_n7: Annotated[float, Field(ge=0)]
 
 

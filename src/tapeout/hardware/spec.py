@@ -42,11 +42,18 @@ class Frozen(BaseModel):
 
 class MatrixUnit(Frozen):
     """A rows x cols array of bf16 multiply-accumulators (a systolic array or the equivalent
-    MACs per cycle of a tensor core); `per_core` of them in each core."""
+    MACs per cycle of a tensor core); `per_core` of them in each core.
+
+    `style` says what feeds the MACs, which sets their area (cost/area.py): `dot_product`
+    units read their operands each cycle from the core's registers and local memory, which the
+    core already has (GPU tensor cores, MTIA's dot-product engines); an `array` brings its own
+    operand and accumulator buffers, fed by DMA from a vector memory (TPU MXUs, Trainium's
+    TensorE, Gaudi's MMEs)."""
 
     rows: PosInt
     cols: PosInt
     per_core: PosInt
+    style: Literal["dot_product", "array"] = "dot_product"
 
     @property
     def macs(self) -> int:
@@ -102,13 +109,28 @@ class ScaleOut(Frozen):
     latency_us: PosFloat
 
 
-class DieSpec(Frozen):
-    """The physical die when the product enables less of it (spare cores, fused-off L2 or HBM
-    sites); the area model reads this, the simulators do not."""
+class VectorCores(Frozen):
+    """Cores with a vector unit and no matrix unit, beside the matrix cores (Gaudi's TPCs)."""
 
-    cores: PosInt
+    count: PosInt
+    fp32_lanes_per_core: PosInt
+    local_sram_kib: PosFloat | None = None  # per core; None: not published, not counted
+
+
+class DieSpec(Frozen):
+    """The physical die behind the product (spare cores, fused-off L2 or HBM sites, SRAM the
+    product does not expose) and what the area model needs beyond the simulators' view; the
+    area model reads this, the simulators do not."""
+
+    cores: PosInt  # the cores that hold the matrix units
     shared_sram_mib: Annotated[float, Field(ge=0)]
     memory_interfaces: PosInt  # HBM sites, or 32-bit DRAM channels
+    # FP32 lanes of each core's vector unit; None: the vector FP32 peak / (2 x clock x cores).
+    fp32_lanes_per_core: Annotated[int, Field(ge=0)] | None = None
+    # SRAM per core as built, when the product exposes less (a GPU SM's combined L1 and shared
+    # memory, of which `sram` lists the shared-memory carve-out); None: what `sram` lists.
+    core_sram_kib: PosFloat | None = None
+    vector_cores: VectorCores | None = None
 
 
 class NodeSpec(Frozen):
@@ -197,7 +219,20 @@ class ChipSpec(Frozen):
             self._check_matrix_unit(self.matrix_unit)
         if self.node.scale_up_domain_chips > 1 and self.scale_up is None:
             raise ValueError("node.scale_up_domain_chips > 1 needs a scale_up link")
+        if self.die is not None:
+            self._check_die(self.die)
         return self
+
+    def _check_die(self, die: DieSpec) -> None:
+        """The physical die holds at least what the product enables."""
+        if die.cores < self.num_cores:
+            raise ValueError(f"die.cores: {die.cores} is fewer than the {self.num_cores} enabled cores")
+        exposed_kib = sum(lv.capacity_kib or 0.0 for lv in self.sram if lv.scope == "core")
+        if die.core_sram_kib is not None and die.core_sram_kib < exposed_kib:
+            raise ValueError(
+                f"die.core_sram_kib: {die.core_sram_kib:g} KiB is less than the {exposed_kib:g} KiB "
+                f"per core that `sram` lists"
+            )
 
     def _check_matrix_unit(self, mu: MatrixUnit) -> None:
         total_macs = mu.macs * self.num_cores
