@@ -130,6 +130,8 @@ def test_train_api_and_cli_json():
 def test_train_rejects_unknown_precision():
     with pytest.raises(TapeoutError, match="field 'precision': 'fp6'"):
         train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, precision="fp6")
+    with pytest.raises(TapeoutError, match="field 'attention': 'eager'; known: flash, unfused"):
+        train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64, attention="eager")
 
 
 def test_mla_models_train_on_their_latent_projections():
@@ -166,3 +168,17 @@ def test_a_strided_data_parallel_group_sends_more_over_the_network():
     assert contiguous.time_s < strided.time_s < across.time_s
     # 8 nodes in the ring, each NIC carrying its half of the buffer: (8 - 1) / 8 x 4 GB / 2.
     assert strided.network_bytes == pytest.approx(7 / 8 * 4e9 / 2)
+
+
+def test_unfused_attention_is_slower_keeps_its_scores_and_refuses_context_parallelism():
+    with pytest.raises(TapeoutError, match="unfused attention needs cp 1"):
+        TrainingPlan(cp=2, attention="unfused")
+    base = dict(seq_len=8192, global_batch=64, check_memory=False)
+    fused = train_step(LLAMA8, h100(8), TrainingPlan(), **base)
+    unfused = train_step(LLAMA8, h100(8), TrainingPlan(attention="unfused"), **base)
+    assert unfused.step_time_s > fused.step_time_s
+    # Scores and probabilities stay for the backward: 5 a s^2 b bytes per layer, 32 heads and 32 layers.
+    extra = (unfused.memory_gb["activations"] - fused.memory_gb["activations"]) * 1e9
+    assert extra == pytest.approx(5 * 32 * 8192**2 * 32, rel=1e-6)
+    selective = train_step(LLAMA8, h100(8), TrainingPlan(attention="unfused", recompute="selective"), **base)
+    assert selective.memory_gb["activations"] == pytest.approx(fused.memory_gb["activations"])

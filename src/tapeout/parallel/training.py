@@ -10,7 +10,10 @@ ranks from the data- and context-parallel ranks, as Megatron-Core does, so it ne
 of its own. ZeRO 1, 2 and 3 shard the optimizer states, then the gradients, then the weights
 over the data-parallel ranks. `tp_overlap` runs sequence parallelism's all-gathers and
 reduce-scatters in chunks under the matmuls next to them (Transformer Engine's userbuffers, what
-NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on).
+NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on). `attention` is the
+kernel: `flash` (fused, FlashAttention-2) or `unfused` (the score matrix written to memory, then
+softmax, then the product with the values, as Megatron ran before fused kernels and as a new chip
+runs before it has one).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from tapeout.workloads.llm import LLMConfig
 
 Recompute = Literal["none", "selective", "full"]
 RECOMPUTE: tuple[Recompute, ...] = ("none", "selective", "full")
+AttentionKernel = Literal["flash", "unfused"]
+ATTENTION_KERNELS: tuple[AttentionKernel, ...] = ("flash", "unfused")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +48,7 @@ class TrainingPlan:
     micro_batch: int = 1
     sequence_parallel: bool = False
     tp_overlap: bool = False  # tensor-parallel communication overlapped with the matmuls
+    attention: AttentionKernel = "flash"  # fused (FlashAttention) or scores kept in memory
     recompute: Recompute = "none"
     zero: int = 0
     precision: Precision = "bf16"  # of the matmuls (fp8 and int8 keep bf16 attention and weights)
@@ -60,6 +66,15 @@ class TrainingPlan:
             raise TapeoutError(
                 f"field 'tp_overlap': overlaps sequence parallelism's all-gathers and reduce-scatters, so it "
                 f"needs tp > 1 and sequence_parallel (got tp {self.tp}, sequence_parallel {self.sequence_parallel})"
+            )
+        if self.attention not in ATTENTION_KERNELS:
+            raise TapeoutError(
+                f"field 'attention': {self.attention!r}; known: {', '.join(ATTENTION_KERNELS)}"
+            )
+        if self.attention == "unfused" and self.cp > 1:
+            raise TapeoutError(
+                f"field 'attention': context parallelism (cp {self.cp}) passes key/value blocks through a "
+                "fused attention kernel; unfused attention needs cp 1"
             )
         if self.zero not in (0, 1, 2, 3):
             raise TapeoutError(f"field 'zero': must be 0, 1, 2 or 3, got {self.zero!r}")

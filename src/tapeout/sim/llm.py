@@ -157,6 +157,11 @@ class Replica:
     _head: dict[int, Cost] = field(init=False, default_factory=dict)
     _kinds: dict[bool, int] = field(init=False, default_factory=dict)  # layers with experts or not
     _layers_per_stage: int = field(init=False, default=1)
+    _parts: int = field(init=False, default=1)  # pipeline stages x attention groups
+    # per attention shape (see `_attention_shape`): time, FLOPs and DRAM bytes of one layer
+    _attention_costs: dict[tuple[int, int, int, int, int], tuple[float, float, float]] = field(
+        init=False, default_factory=dict
+    )
     # joules per layer, attention and head FLOP and per DRAM byte
     _energy: tuple[float, float, float, float] = field(init=False, default=(0.0, 0.0, 0.0, 0.0))
 
@@ -180,6 +185,7 @@ class Replica:
             moe = model.is_moe_layer(i)
             replica._kinds[moe] = replica._kinds.get(moe, 0) + 1
         replica._layers_per_stage = math.ceil(model.num_hidden_layers / plan.pp)
+        replica._parts = plan.pp * plan.attention_groups
         cal = system.cal
         pj = cal.serving_pj_per_flop
         replica._energy = (
@@ -200,8 +206,7 @@ class Replica:
 
     def _share(self, count: int) -> int:
         """Of `count` things of the replica, those one attention group of one micro-batch sees."""
-        parts = self.plan.pp * self.plan.attention_groups
-        return -(-count // parts) if count else 0
+        return -(-count // self._parts) if count else 0
 
     # ---- memory --------------------------------------------------------------------------
     def _memory_plan(self, kv_fraction: float) -> MemoryPlan:
@@ -394,16 +399,24 @@ class Replica:
         prec = _wider(self.plan.act_precision, self.plan.kv_precision)
         return "fp8" if prec == "fp4" else prec
 
+    def _attention_shape(self, batch: Batch) -> tuple[int, int, int, int, int]:
+        """What the attention of one chip depends on: prefill sequences, their mean chunk and
+        context, decode sequences and their mean context."""
+        n_p, q, kv = self._share(batch.prefill_seqs), 0, 0
+        if n_p:
+            q = max(1, round(batch.prefill_tokens / batch.prefill_seqs))
+            kv = max(q, round(batch.prefill_context / batch.prefill_seqs))
+        n_d = self._share(batch.decode_seqs)
+        return n_p, q, kv, n_d, max(1, round(batch.decode_context / batch.decode_seqs)) if n_d else 0
+
     def _attention_ops(self, batch: Batch) -> list[Op]:
         """Attention of one layer on one chip: a call for the prefill chunks, one for the decodes."""
         c, p = self.model, self.plan
         heads = self._heads_chip()
         prec = self._attention_precision
         ops: list[Op] = []
-        n_p = self._share(batch.prefill_seqs)
+        n_p, q, kv, n_d, kv_d = self._attention_shape(batch)
         if n_p:
-            q = max(1, round(batch.prefill_tokens / batch.prefill_seqs))
-            kv = max(q, round(batch.prefill_context / batch.prefill_seqs))
             if c.is_mla:
                 assert c.kv_lora_rank and c.qk_nope_head_dim and c.qk_rope_head_dim and c.v_head_dim
                 # Prefill expands the latent into per-head keys and values (no absorption).
@@ -417,9 +430,8 @@ class Replica:
                 ops.append(Attention(batch=n_p, q_len=q, kv_len=kv, heads=heads, kv_heads=self._kv_heads_chip(),
                                      head_dim=c.dim_per_head, causal=True, precision=prec,
                                      kv_precision=p.kv_precision))  # fmt: skip
-        n_d = self._share(batch.decode_seqs)
         if n_d:
-            kv = max(1, round(batch.decode_context / batch.decode_seqs))
+            kv = kv_d
             if c.is_mla:
                 assert c.kv_lora_rank and c.qk_nope_head_dim and c.qk_rope_head_dim and c.v_head_dim
                 # Decode absorbs the up-projections into the query and output (MQA on the latent).
@@ -477,10 +489,15 @@ class Replica:
             return 0.0
         layers, comm = self._layers(self._share(batch.tokens))
         head = self._head_cost(max(1, self._share(batch.samplers)))
-        t = flops = dram = 0.0
-        for op in self._attention_ops(batch):
-            c = op_cost(op, self.system)
-            t, flops, dram = t + c.time_s, flops + c.flops, dram + c.dram_bytes
+        shape = self._attention_shape(batch)
+        attention = self._attention_costs.get(shape)
+        if attention is None:  # the same shape recurs from one iteration to the next
+            t = flops = dram = 0.0
+            for op in self._attention_ops(batch):
+                c = op_cost(op, self.system)
+                t, flops, dram = t + c.time_s, flops + c.flops, dram + c.dram_bytes
+            attention = self._attention_costs[shape] = (t, flops, dram)
+        t, flops, dram = attention
         n = self._layers_per_stage
         busy = layers.time_s + n * t + head.time_s
         capped = self._power_capped(

@@ -88,6 +88,7 @@ class TrainingResult:
             "memory_per_chip_gb": self.memory_gb,
             "plan": {"tp": p.tp, "pp": p.pp, "dp": self.dp, "cp": p.cp, "ep": p.ep, "vpp": p.vpp,
                      "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel, "tp_overlap": p.tp_overlap,
+                     "attention": p.attention,
                      "recompute": p.recompute, "zero": p.zero, "micro_batches": self.micro_batches},
         }  # fmt: skip
 
@@ -141,6 +142,7 @@ class _Shape:
     micro_batch: int
     sequence_parallel: bool
     tp_overlap: bool
+    attention: str
     precision: Precision
     seq_len: int
 
@@ -148,7 +150,7 @@ class _Shape:
     def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
         return cls(
             plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.tp_overlap,
-            plan.precision, seq_len,
+            plan.attention, plan.precision, seq_len,
         )  # fmt: skip
 
 
@@ -239,8 +241,14 @@ class _Step:
         attn_b = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
                            head_dim=d, head_dim_v=dv, causal=True, backward=True, precision="bf16")  # fmt: skip
         sys = self.sys
-        attention = op_cost(attn, sys) * (1 / p.cp)
-        attention_b = op_cost(attn_b, sys) * (1 / p.cp)
+        if p.attention == "unfused":
+            attention = graph_cost(_unfused_attention(p.micro_batch * heads, self.s, d, dv), sys)
+            attention_b = graph_cost(
+                _unfused_attention(p.micro_batch * heads, self.s, d, dv, backward=True), sys
+            )
+        else:
+            attention = op_cost(attn, sys) * (1 / p.cp)
+            attention_b = op_cost(attn_b, sys) * (1 / p.cp)
         tp_comm: list[Op] = []
         if tp > 1:
             size = t * h * 2
@@ -404,6 +412,27 @@ def train_step(
     )  # fmt: skip
 
 
+def _unfused_attention(bh: int, s: int, d: int, dv: int, backward: bool = False) -> list[Op]:
+    """Attention with the score matrix in memory, for `bh` sequence-heads of `s` tokens: the
+    query-key product, a fused scale-mask-softmax over the scores (all of them: the causal mask
+    saves no work here), and the product with the values. The backward runs the four gradient
+    products and the softmax's gradient, which reads the probabilities and their gradient."""
+    scores = float(bh) * s * s
+    if not backward:
+        return [
+            Matmul(m=s, n=s, k=d, groups=bh),
+            Elementwise(elements=scores, reads=1, writes=1, flops_per_element=5),
+            Matmul(m=s, n=dv, k=s, groups=bh),
+        ]
+    return [
+        Matmul(m=s, n=s, k=dv, groups=bh),  # probabilities' gradient: dO V^T
+        Matmul(m=s, n=dv, k=s, groups=bh),  # values' gradient: P^T dO
+        Elementwise(elements=scores, reads=2, writes=1, flops_per_element=3),
+        Matmul(m=s, n=d, k=s, groups=bh),  # queries' gradient
+        Matmul(m=s, n=d, k=s, groups=bh),  # keys' gradient
+    ]
+
+
 def _shortened(cost: Cost, time_s: float) -> Cost:
     """`cost` with the same traffic, of which only `time_s` is waited for."""
     f = time_s / cost.time_s if cost.time_s else 0.0
@@ -487,6 +516,9 @@ def _memory(
         per_layer = 2 * sl * b * h / (p.tp if p.sequence_parallel else 1)
     else:
         per_layer = sl * b * h * (34 / p.tp if p.sequence_parallel else 10 + 24 / p.tp)
+        if p.attention == "unfused" and p.recompute == "none":
+            # The scores and the softmax's output, with its dropout mask: 5 a s^2 b bytes, tp-split.
+            per_layer += 5 * c.num_attention_heads * sl * sl * b / p.tp
     layers = math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp
     in_flight = float(p.pp)
     if p.vpp > 1:

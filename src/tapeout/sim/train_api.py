@@ -8,7 +8,7 @@ from typing import Any, cast
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import resolve_chip
 from tapeout.hardware.spec import Precision
-from tapeout.parallel.training import RECOMPUTE, TrainingPlan
+from tapeout.parallel.training import ATTENTION_KERNELS, RECOMPUTE, TrainingPlan
 from tapeout.perf.system import System
 from tapeout.sim.train import train_step
 from tapeout.sim.train_search import search as search_plans
@@ -34,6 +34,7 @@ def train(
     micro_batch: int = 1,
     sequence_parallel: bool = False,
     tp_overlap: bool = False,
+    attention: str = "flash",
     recompute: str = "none",
     zero: int = 0,
     precision: str = "bf16",
@@ -55,6 +56,9 @@ def train(
     rc = next((r for r in RECOMPUTE if r == recompute), None)
     if rc is None:
         raise TapeoutError(f"field 'recompute': {recompute!r}; known: {', '.join(RECOMPUTE)}")
+    kernel = next((k for k in ATTENTION_KERNELS if k == attention), None)
+    if kernel is None:
+        raise TapeoutError(f"field 'attention': {attention!r}; known: {', '.join(ATTENTION_KERNELS)}")
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "train", None)
     system = System.of(chip, chips, chips_per_node=chips_per_node)
     prec = cast(Precision, precision)
@@ -62,7 +66,7 @@ def train(
     if search:
         found = search_plans(
             config, system, seq_len=seq_len, global_batch=global_batch, precision=prec, budget=budget,
-            tp_overlap=tp_overlap,
+            tp_overlap=tp_overlap, attention=kernel,
         )  # fmt: skip
         result = found.best
         extra["search"] = {"tried": found.tried, "feasible": found.feasible, "exhausted": found.exhausted,
@@ -70,8 +74,8 @@ def train(
     else:
         plan = TrainingPlan(
             tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
-            sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, recompute=rc, zero=zero,
-            precision=prec,
+            sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, attention=kernel, recompute=rc,
+            zero=zero, precision=prec,
         )  # fmt: skip
         result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
     return {

@@ -6,7 +6,8 @@ recomputation and ZeRO; data parallelism takes the remaining chips. Each candida
 for consistency and memory first (cheap), and only then timed by `train_step`; layer costs are
 cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
 `tp_overlap` says whether the software overlaps tensor-parallel communication (then every plan
-with tp > 1 uses it). The search stops after `budget` candidates and reports how many it tried, how many fit, and
+with tp > 1 uses it) and `attention` which attention kernel it has (unfused: no context
+parallelism). The search stops after `budget` candidates and reports how many it tried, how many fit, and
 why the others failed.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import Precision
-from tapeout.parallel.training import RECOMPUTE, TrainingPlan
+from tapeout.parallel.training import RECOMPUTE, AttentionKernel, TrainingPlan
 from tapeout.perf.system import System
 from tapeout.sim.train import TrainingResult, train_step
 from tapeout.workloads.llm import LLMConfig
@@ -38,11 +39,16 @@ class SearchResult:
 
 
 def _candidates(
-    model: LLMConfig, system: System, seq_len: int, precision: Precision, tp_overlap: bool
+    model: LLMConfig,
+    system: System,
+    seq_len: int,
+    precision: Precision,
+    tp_overlap: bool,
+    attention: AttentionKernel,
 ) -> Iterator[TrainingPlan]:
     chips, domain = system.chips, max(1, system.scale_up_domain)
     tps = [t for t in POWERS if t <= domain and model.num_attention_heads % t == 0]
-    cps = [c for c in POWERS if c == 1 or seq_len % (2 * c) == 0]
+    cps = [c for c in POWERS if c == 1 or (seq_len % (2 * c) == 0 and attention == "flash")]
     eps = [e for e in POWERS if e == 1 or (model.is_moe and model.experts % e == 0)]
     for tp in tps:
         for cp in cps:
@@ -59,7 +65,8 @@ def _candidates(
                                     yield TrainingPlan(
                                         tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb,
                                         sequence_parallel=tp > 1, tp_overlap=tp_overlap and tp > 1,
-                                        recompute=recompute, zero=zero, precision=precision,
+                                        attention=attention, recompute=recompute, zero=zero,
+                                        precision=precision,
                                     )  # fmt: skip
 
 
@@ -79,6 +86,7 @@ def search(
     precision: Precision = "bf16",
     budget: int = 200_000,
     tp_overlap: bool = False,
+    attention: AttentionKernel = "flash",
 ) -> SearchResult:
     """The fastest plan that fits, among at most `budget` candidates.
 
@@ -94,7 +102,7 @@ def search(
     tried = feasible = 0
     failures: Counter[str] = Counter()
     exhausted = True
-    for plan in _candidates(model, system, seq_len, precision, tp_overlap):
+    for plan in _candidates(model, system, seq_len, precision, tp_overlap, attention):
         if tried >= budget:
             exhausted = False
             break
