@@ -182,3 +182,12 @@ def test_unfused_attention_is_slower_keeps_its_scores_and_refuses_context_parall
     assert extra == pytest.approx(5 * 32 * 8192**2 * 32, rel=1e-6)
     selective = train_step(LLAMA8, h100(8), TrainingPlan(attention="unfused", recompute="selective"), **base)
     assert selective.memory_gb["activations"] == pytest.approx(fused.memory_gb["activations"])
+
+
+def test_eight_bit_training_keeps_its_matmul_inputs_as_eight_bit_casts():
+    """Of Korthikanti's 34 s b h bytes per layer, the four products' inputs (14) take half."""
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    plan = dict(tp=8, pp=4, sequence_parallel=True)
+    bf16 = train_step(LLAMA70, h100(32), TrainingPlan(**plan), **base)
+    fp8 = train_step(LLAMA70, h100(32), TrainingPlan(**plan, precision="fp8"), **base)
+    assert fp8.memory_gb["activations"] == pytest.approx(bf16.memory_gb["activations"] * 27 / 34)

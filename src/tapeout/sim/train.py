@@ -37,7 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 from tapeout.errors import TapeoutError
-from tapeout.hardware.spec import Precision
+from tapeout.hardware.spec import BYTES_PER_ELEMENT, Precision
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf.cost import ZERO, Cost
 from tapeout.perf.power import energy_per_flop, power_capped
@@ -509,13 +509,19 @@ def _memory(
     optimizer = params * OPTIMIZER_BYTES / (ranks if p.zero >= 1 else 1)
     # Activations of one layer and micro-batch (Korthikanti et al. 2022, bytes): s b h (34 + 5 a s / h)
     # without parallelism, of which tensor parallelism splits 24 and sequence parallelism the other
-    # 10; fused attention keeps no score matrix, so the 5 a s / h term is gone.
+    # 10; fused attention keeps no score matrix, so the 5 a s / h term is gone. With 8-bit matmuls
+    # the four products' inputs are kept as their 8-bit casts (Transformer Engine, AQT): the
+    # attention and MLP inputs (2 + 2 of the replicated 10) and the projection and second MLP
+    # inputs (2 + 8 of the split 24) take half.
     b, h = p.micro_batch, c.hidden_size
     sl = s / p.cp
+    replicated, split = (8, 19) if BYTES_PER_ELEMENT[p.precision] < 2 else (10, 24)
     if p.recompute == "full":
         per_layer = 2 * sl * b * h / (p.tp if p.sequence_parallel else 1)
     else:
-        per_layer = sl * b * h * (34 / p.tp if p.sequence_parallel else 10 + 24 / p.tp)
+        per_layer = (
+            sl * b * h * ((replicated + split) / p.tp if p.sequence_parallel else replicated + split / p.tp)
+        )
         if p.attention == "unfused" and p.recompute == "none":
             # The scores and the softmax's output, with its dropout mask: 5 a s^2 b bytes, tp-split.
             per_layer += 5 * c.num_attention_heads * sl * sl * b / p.tp
