@@ -1,11 +1,12 @@
 """Speed of the fleet planner: 10 candidate chips x 3 workloads (serving, recsys, training).
 
-Run: `python benchmarks/bench_plan.py`. Reports the wall time of one cold plan (no cached
-capacities) and the share each workload took; the target is under 5 s on a 2-core machine.
+Run: `python benchmarks/bench_plan.py [--workers N]` (default: up to 2). Reports the wall time
+of one cold plan (no cached capacities); the target is under 5 s on a 2-core machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -27,8 +28,10 @@ DEMAND = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    workers = parser.parse_args().workers
     demand = parse_demand(DEMAND, "bench")
-    workers = min(2, os.cpu_count() or 1)
     t = time.perf_counter()
     out = fleet.plan(demand, workers=workers)
     total = time.perf_counter() - t

@@ -186,3 +186,82 @@ def test_example_file_parses():
     d = load_demand(ROOT / "examples" / "plan-h20-fleet.yaml")
     assert [c.key for c in d.candidates] == ["h20", "h200-sxm", "h100-sxm", "tapeout-i1"]
     assert d.candidates[1].levy == 0.25
+
+
+# ---- the serving capacity model ---------------------------------------------------------------
+SMALL = {
+    "model": "llama-2-7b",
+    "input_len": 512,
+    "output_len": 128,
+    "ttft_limit_s": 1.0,
+    "tpot_limit_s": 0.02,
+}
+
+
+def small_model():
+    from tapeout.sim.api import build_replica
+    from tapeout.sim.capacity import ServingModel
+    from tapeout.sim.scenarios import auto_batch
+
+    replica, _ = build_replica(SMALL["model"], "h100-sxm", 1)
+    batch = auto_batch(replica, SMALL["input_len"], SMALL["output_len"])
+    return replica, ServingModel(replica, SMALL["input_len"], SMALL["output_len"], max_batch=batch)
+
+
+def test_fast_capacity_agrees_with_the_simulated_server_search():
+    from tapeout.sim.scenarios import server
+
+    replica, model = small_model()
+    fast = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
+    full = server(replica, SMALL["input_len"], SMALL["output_len"], ttft_limit_s=SMALL["ttft_limit_s"],
+                  tpot_limit_s=SMALL["tpot_limit_s"]).rate_per_s  # fmt: skip
+    assert fast == pytest.approx(full, rel=0.10)  # the tolerance docs/plan.md states
+
+
+def test_capacity_model_mean_state_and_lone_request():
+    _, model = small_model()
+    rate = 10.0
+    load = model.load(rate)
+    assert load.decode_batch == pytest.approx(rate * (SMALL["output_len"] - 1) * load.iteration_s)  # Little
+    assert load.iteration_s == pytest.approx(load.decode_s / (1 - rate * load.prefill_s), rel=1e-6)
+    alone = model.load(1e-6)
+    assert model.tpot_quantile(1e-6) == pytest.approx(model.decode_s(1), rel=1e-3)
+    assert alone.prefill_s <= model.ttft_quantile(1e-6) <= alone.prefill_s + 2 * alone.decode_s
+    assert model.tpot_quantile(rate) > model.tpot_quantile(rate / 2)  # the tail grows with the rate
+    assert model.load(1e6) is None  # no replica keeps up with a million requests a second
+
+
+def test_a_rate_that_fails_its_check_is_replaced_by_simulation():
+    replica, model = small_model()
+    d = parse_demand(
+        {
+            "candidates": [{"hardware": "h100-sxm"}],
+            "demands": [{**SMALL, "kind": "serving", "name": "s", "precision": "bf16", "tokens_per_s": 1}],
+        }
+    )
+    rate = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
+    got, seen = fleet._checked_rate(replica, model, d.demands[0], 2 * rate)  # fmt: skip
+    assert seen["capacity_from"].startswith("simulation")
+    assert rate / 2 <= got < 2 * rate
+    assert seen["simulated_p99_tpot_s"] <= SMALL["tpot_limit_s"]
+
+
+def test_serving_capacity_is_the_models_rate_when_the_check_passes():
+    d = demand([{"hardware": "h100-sxm"}], {**CHAT, "tokens_per_s": 1e4}).demands[0]
+    cap = fleet.serving_capacity(d, "h100-sxm")
+    assert cap.plan["capacity_from"] == "model, checked by simulation"
+    assert cap.plan["simulated_p99_tpot_s"] <= d.tpot_limit_s * (1 + fleet.CHECK_TOLERANCE)
+    assert cap.units_per_s == pytest.approx(cap.plan["requests_per_s_per_replica"] * d.output_len)
+
+
+def test_only_the_serving_capacities_that_can_matter_are_checked_by_simulation():
+    d = demand(
+        [{"hardware": "h100-sxm"}, {"hardware": "h20", "price_usd": 1e6}], {**CHAT, "tokens_per_s": 1e4}
+    )
+    alternatives = {a["candidate"]: a for a in fleet.plan(d).data["demands"][0]["alternatives"]}
+    assert alternatives["h100-sxm"]["plan"]["capacity_from"] == "model, checked by simulation"
+    assert (
+        alternatives["h20"]["plan"]["capacity_from"] == "model"
+    )  # dearer per unit by far more than the margin
+    ratio = alternatives["h20"]["usd_per_million_tokens"] / alternatives["h100-sxm"]["usd_per_million_tokens"]
+    assert ratio > 1 + fleet.CHECK_MARGIN

@@ -11,6 +11,9 @@ import yaml
 
 from tapeout.errors import TapeoutError
 
+# libyaml's safe loader when PyYAML was built with it: the same objects, ten times faster.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_data_file(path: Path) -> Any:
     """Parse a YAML or JSON file with safe loaders only; errors name the file."""
@@ -21,7 +24,7 @@ def load_data_file(path: Path) -> Any:
     try:
         if path.suffix == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise TapeoutError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from exc
 

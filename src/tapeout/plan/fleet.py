@@ -5,10 +5,11 @@ Capacity (one estimate per demand and candidate, cached by what it depends on):
 - serving: output tokens/s of one replica at the p99 TTFT and TPOT limits. The replica is the
   tensor-parallel width (a power of two within the scale-up domain; experts spread as wide)
   that serves the most per chip among the smallest that fits (weights plus one request's KV
-  cache) and the next two doublings. The rate comes from the serving simulator:
-  a bisection on the Poisson rate within [1/2, 1] of a mean-value upper bound (a steady-state
-  fixed point of the replica's iteration time), SERVING_STEPS steps, each simulating
-  SERVING_LIFETIMES times the requests in flight (see docs/plan.md for the cost and the bias).
+  cache) and the next two doublings. Each width's rate comes from the steady-state model of
+  continuous batching (`sim.capacity`, milliseconds). For the candidates that can matter (see
+  `_unchecked`) the best width's rate is then checked by one short run of the serving
+  simulator, and only if the run misses a limit by more than CHECK_TOLERANCE does a bisection
+  with such runs replace it (see docs/plan.md for the agreement with the full simulated search).
 - recsys: samples/s of the smallest group of chips (1, 2, 4, ...) that holds the tables, at
   the p99 latency limit (the recsys simulator's server mode).
 - training: the chips that finish `tokens` by the deadline: the fastest plan at a reference size
@@ -28,7 +29,7 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -45,10 +46,19 @@ from tapeout.plan.demand import (
     TrainingDemand,
 )
 
-SERVING_WIDTHS = 3  # tensor-parallel widths simulated: the smallest that fits, and two doublings
-SERVING_STEPS = 4  # bisection steps on the rate: 1/32 of the [1/2, 1] bracket, about 3 %
-SERVING_LIFETIMES = 8  # requests per run: this many times the requests in flight at the limits
-SERVING_REQUESTS = (128, 1024)  # at least, at most
+if TYPE_CHECKING:
+    from tapeout.sim.capacity import ServingModel
+    from tapeout.sim.llm import Replica
+
+SERVING_WIDTHS = 3  # tensor-parallel widths modelled: the smallest that fits, and two doublings
+CHECK_ITERATIONS = 6000  # the length of the run that checks the model's rate, in iterations (about)
+CHECK_REQUESTS = (200, 2000)  # the run's requests: at least, at most
+CHECK_TOLERANCE = 0.15  # how far the run's p99 may exceed a limit: a short run's p99 scatters this much
+# Candidates dearer per unit of serving capacity than the cheapest by more than this are not
+# checked (unless the fleet uses them): the model's rate agrees with the full simulated search
+# to within about -14 %/+10 %, so no pair of errors makes up 35 %.
+CHECK_MARGIN = 0.35
+SERVING_STEPS = 4  # bisection steps on the rate when a check fails: 1/32 of the [1/2, 1] bracket
 MAX_RECSYS_GROUP = 64  # chips: the largest group tried for holding the embedding tables
 TRAIN_SEARCH_BUDGET = 2000  # plans the training search may time at the reference size
 TRAIN_REFERENCE_NODES = 8  # the reference size of the training search, in nodes
@@ -80,51 +90,7 @@ def _powers(limit: int) -> list[int]:
     return [2**i for i in range(int(math.log2(max(1, limit))) + 1)]
 
 
-def _mean_value_tpot(replica: Any, rate: float, input_len: float, output_len: float, limit: float) -> bool:
-    """Does the steady-state iteration time at `rate` requests/s stay within `limit`?
-
-    Little's law: each iteration of T seconds decodes rate x output_len x T sequences and
-    prefills rate x input_len x T prompt tokens; T is the replica's time for that batch. From
-    T = 0 the iteration T <- step(T) rises monotonically to the least fixed point, or past the limit.
-    """
-    from tapeout.sim.llm import Batch
-
-    t = 0.0
-    for _ in range(200):
-        seqs = rate * output_len * t
-        prompts = rate * t
-        tokens = round(prompts * input_len)
-        batch = Batch(
-            prefill_tokens=tokens, prefill_seqs=max(1, round(prompts)) if tokens else 0,
-            prefill_context=tokens, decode_seqs=max(1, round(seqs)),
-            decode_context=round(max(1.0, seqs) * (input_len + output_len / 2)),
-        )  # fmt: skip
-        nxt = float(replica.step_time(batch))
-        if nxt > limit:
-            return False
-        if nxt - t <= 1e-4 * nxt:
-            return True
-        t = nxt
-    return True
-
-
-def _mean_value_rate(replica: Any, d: ServingDemand) -> float:
-    """The highest rate (requests/s of one replica) whose mean iteration time meets the TPOT limit."""
-
-    def ok(rate: float) -> bool:
-        return _mean_value_tpot(replica, rate, d.input_len, d.output_len, d.tpot_limit_s)
-
-    hi = 1.0
-    while ok(hi) and hi < 1e7:
-        hi *= 2
-    lo = 0.0
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
-
-
-def _serving_plans(d: ServingDemand, chip: ChipSpec) -> list[tuple[int, Any]]:
+def _serving_plans(d: ServingDemand, chip: ChipSpec) -> list[tuple[int, Replica]]:
     """(tp, replica) for the smallest width that fits and the next ones up (SERVING_WIDTHS in all)."""
     from tapeout.sim.api import build_replica
     from tapeout.sim.scenarios import auto_batch
@@ -135,7 +101,7 @@ def _serving_plans(d: ServingDemand, chip: ChipSpec) -> list[tuple[int, Any]]:
     if not isinstance(config, LLMConfig):
         raise TapeoutError(f"demand {d.name!r}: field 'model': {d.model!r} is not a language model")
     domain = chip.node.scale_up_domain_chips if chip.scale_up else 1
-    fits: list[tuple[int, Any]] = []
+    fits: list[tuple[int, Replica]] = []
     last = ""
     for tp in _powers(domain):
         ep = tp if config.is_moe and config.experts % tp == 0 else 1
@@ -157,44 +123,70 @@ def _serving_plans(d: ServingDemand, chip: ChipSpec) -> list[tuple[int, Any]]:
     return fits
 
 
-def _simulated_rate(replica: Any, d: ServingDemand, bound: float) -> float:
-    """Bisection on the rate of one replica with the serving simulator, within [bound/2, bound]
-    (halving the lower end while it fails, up to four times); 0 when nothing meets the limits."""
+def _simulated_p99(
+    replica: Replica, d: ServingDemand, rate: float, n: int, batch: int, warm_s: float
+) -> tuple[float, float]:
+    """p99 TTFT and TPOT of `n` requests simulated at `rate`, leaving out those that arrive in the
+    first `warm_s` seconds (the run starts empty)."""
     from tapeout.sim.requests import Requests
-    from tapeout.sim.scenarios import auto_batch
     from tapeout.sim.serve import simulate
 
-    batch = auto_batch(replica, d.input_len, d.output_len)
-    in_flight_s = d.output_len * d.tpot_limit_s + d.ttft_limit_s  # a request's life at the limits
+    reqs = Requests.poisson(n, rate, d.input_len, d.output_len)
+    res = simulate(replica, reqs, max_batch=batch)
+    steady = reqs.arrival_s >= min(warm_s, float(reqs.arrival_s[n // 2]))
+    tpot = res.tpot_s[steady]
+    return float(np.percentile(res.ttft_s[steady], 99)), float(np.percentile(tpot[np.isfinite(tpot)], 99))
 
-    def meets(rate: float) -> bool:
-        n = int(np.clip(SERVING_LIFETIMES * rate * in_flight_s, *SERVING_REQUESTS))
-        s = simulate(replica, Requests.poisson(n, rate, d.input_len, d.output_len), max_batch=batch).summary()
-        return bool(s["ttft_s"]["p99"] <= d.ttft_limit_s and s["tpot_s"]["p99"] <= d.tpot_limit_s)
 
-    if bound <= 0:
-        return 0.0
-    hi, lo = bound, bound / 2
+def _checked_rate(
+    replica: Replica, model: ServingModel, d: ServingDemand, rate: float
+) -> tuple[float, dict[str, Any]]:
+    """The model's `rate` if a simulated run there meets the limits to within CHECK_TOLERANCE;
+    else a bisection with such runs (limits exact) below it, halving the lower end while it
+    fails, up to four times (0 when nothing meets the limits). Returns the rate and what the
+    accepted run saw."""
+    load = model.load(rate)
+    iteration_s = load.iteration_s if load else d.tpot_limit_s
+    warm_s = iteration_s * model.decodes + (load.prefill_s if load else d.ttft_limit_s)  # a request's life
+
+    def run(r: float, tolerance: float = 0.0) -> dict[str, Any] | None:
+        n = int(np.clip(r * (CHECK_ITERATIONS * iteration_s + warm_s), *CHECK_REQUESTS))
+        ttft, tpot = _simulated_p99(replica, d, r, n, model.max_batch, warm_s)
+        ok = ttft <= d.ttft_limit_s * (1 + tolerance) and tpot <= d.tpot_limit_s * (1 + tolerance)
+        return {"simulated_p99_ttft_s": ttft, "simulated_p99_tpot_s": tpot} if ok else None
+
+    if rate <= 0:
+        return 0.0, {}
+    seen = run(rate, CHECK_TOLERANCE)
+    if seen is not None:
+        return rate, {"capacity_from": "model, checked by simulation", **seen}
+    hi, lo = rate, rate / 2
     for _ in range(4):
-        if meets(lo):
+        if (seen := run(lo)) is not None:
             break
         hi, lo = lo, lo / 2
     else:
-        return 0.0
+        return 0.0, {}
     for _ in range(SERVING_STEPS):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-    return lo
+        if (got := run(mid)) is not None:
+            lo, seen = mid, got
+        else:
+            hi = mid
+    return lo, {"capacity_from": "simulation (the model's rate failed its check)", **seen}
 
 
 @cache
-def serving_capacity(d: ServingDemand, chip_id: str) -> Capacity:
-    """Output tokens/s of one replica of `d.model` on `chip_id` at the demand's latency limits."""
+def serving_capacity(d: ServingDemand, chip_id: str, check: bool = True) -> Capacity:
+    """Output tokens/s of one replica of `d.model` on `chip_id` at the demand's latency limits;
+    from the model alone when not `check`."""
+    from tapeout.sim.capacity import ServingModel
     from tapeout.sim.llm import Batch
+    from tapeout.sim.scenarios import auto_batch
 
     chip = get_chip(chip_id)
-    plans = _serving_plans(d, chip)
-    for _tp, replica in plans:  # limits no rate can meet, whatever the load
+    plans = dict(_serving_plans(d, chip))
+    for replica in plans.values():  # limits no rate can meet, whatever the load
         prompt = round(d.input_len)
         prefill = replica.step_time(Batch(prefill_tokens=prompt, prefill_seqs=1, prefill_context=prompt))
         decode = replica.step_time(Batch(decode_seqs=1, decode_context=round(d.input_len + d.output_len)))
@@ -202,19 +194,30 @@ def serving_capacity(d: ServingDemand, chip_id: str) -> Capacity:
             break
     else:
         raise TapeoutError(
-            f"latency limits not met even by one request alone on tp {plans[-1][0]} x {chip_id}: "
+            f"latency limits not met even by one request alone on tp {max(plans)} x {chip_id}: "
             f"prefill of {d.input_len:g} tokens {prefill:.3g} s (TTFT limit {d.ttft_limit_s:g} s), "
             f"one decode step {decode:.3g} s (TPOT limit {d.tpot_limit_s:g} s)"
         )
-    rates = [(_simulated_rate(r, d, _mean_value_rate(r, d)), tp, r) for tp, r in plans]
-    rate, tp, replica = max(rates, key=lambda x: x[0] / x[1])
+    models = {tp: ServingModel(r, d.input_len, d.output_len, max_batch=auto_batch(r, d.input_len, d.output_len))
+              for tp, r in plans.items()}  # fmt: skip
+    rates = {
+        tp: m.capacity(ttft_limit_s=d.ttft_limit_s, tpot_limit_s=d.tpot_limit_s) for tp, m in models.items()
+    }
+    checks: dict[int, dict[str, Any]] = {}
+    while True:  # the width serving most per chip, checked; one that fails its check may drop back
+        tp = max(rates, key=lambda t: rates[t] / plans[t].plan.chips)
+        if tp in checks or not check:
+            break
+        rates[tp], checks[tp] = _checked_rate(plans[tp], models[tp], d, rates[tp])
+    rate, replica = rates[tp], plans[tp]
     if rate <= 0:
         raise TapeoutError(
             f"no request rate meets p99 TTFT <= {d.ttft_limit_s:g} s and p99 TPOT <= {d.tpot_limit_s:g} s "
             f"on tp {tp} x {chip_id}"
         )
     return Capacity(chips=replica.plan.chips, units_per_s=rate * d.output_len,
-                    plan={"tp": tp, "ep": replica.plan.ep, "requests_per_s_per_replica": rate})  # fmt: skip
+                    plan={"tp": tp, "ep": replica.plan.ep, "requests_per_s_per_replica": rate,
+                          **checks.get(tp, {"capacity_from": "model"})})  # fmt: skip
 
 
 @cache
@@ -305,35 +308,40 @@ def training_capacity(d: TrainingDemand, chip_id: str) -> Capacity:
     )
 
 
-def capacity(d: Demand, chip_id: str) -> Capacity:
-    """One group's capacity for a demand on a chip (cached)."""
+def capacity(d: Demand, chip_id: str, check: bool = True) -> Capacity:
+    """One group's capacity for a demand on a chip (cached); a serving one from the model alone
+    when not `check`."""
     if isinstance(d, ServingDemand):
-        return serving_capacity(d, chip_id)
+        return serving_capacity(d, chip_id, check)
     if isinstance(d, RecsysDemand):
         return recsys_capacity(d, chip_id)
     return training_capacity(d, chip_id)
 
 
-def _capacity_or_error(task: tuple[Demand, str]) -> Capacity | str:
+def _capacity_or_error(task: tuple[Demand, str, bool]) -> Capacity | str:
     try:
         return capacity(*task)
     except TapeoutError as exc:
         return str(exc)
 
 
-def capacities(tasks: list[tuple[Demand, str]], workers: int = 1) -> list[Capacity | str]:
+def capacities(
+    tasks: list[tuple[Demand, str]], workers: int = 1, *, check: bool = True
+) -> list[Capacity | str]:
     """`capacity` of every (demand, chip id), or the reason it fails; over `workers` processes
     (forked, so each starts with the catalogs loaded) when there is more than one task."""
-    if workers <= 1 or len(tasks) < 2:
-        return [_capacity_or_error(t) for t in tasks]
+    jobs = [(d, chip, check) for d, chip in tasks]
+    if workers <= 1 or len(jobs) < 2:
+        return [_capacity_or_error(job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # The slowest tasks (serving) first, so that the two workers finish together.
-    order = sorted(range(len(tasks)), key=lambda i: tasks[i][0].kind != "serving")
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        done = list(pool.map(_capacity_or_error, [tasks[i] for i in order]))
-    out: list[Capacity | str] = [""] * len(tasks)
+    # The slowest kinds first (serving, then training), so that the workers finish together.
+    slow = {"serving": 0, "training": 1, "recsys": 2}
+    order = sorted(range(len(jobs)), key=lambda i: slow[jobs[i][0].kind])
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+        done = list(pool.map(_capacity_or_error, [jobs[i] for i in order]))
+    out: list[Capacity | str] = [""] * len(jobs)
     for i, result in zip(order, done, strict=True):
         out[i] = result
     return out
@@ -543,28 +551,28 @@ def _break_even(
     return {**base, "volume": volume, "covered_by_this_fleet": volume <= chips}
 
 
-def plan(demand: DemandFile, workers: int = 1) -> FleetPlan:
-    """The fleet of lowest TCO (by the greedy of `allocate`) that meets every demand.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Solution:
+    """The fleet for given capacities: per (demand, candidate) the capacity or why there is
+    none; per demand its rate, options and groups; per candidate its price."""
 
-    >>> from tapeout.plan.demand import parse_demand
-    >>> f = plan(parse_demand({"candidates": [{"hardware": "h100-sxm"}, {"hardware": "h20"}],
-    ...     "demands": [{"kind": "recsys", "name": "rank", "model": "dlrm-v2", "qps": 1e6,
-    ...                  "latency_limit_s": 0.01, "pairs_per_sample": 100}]}))
-    >>> f.total_tco_usd > 0, [c["candidate"] for c in f.data["chips"]]
-    (True, ['h100-sxm'])
-    """
-    a = demand.assumptions()
-    chips = {c.key: get_chip(c.hardware) for c in demand.candidates}
-    for c in demand.candidates:  # a price is needed for every candidate: check before the long part
-        if chips[c.key].vendor != "tapeout":
-            price(c, chips[c.key], None)
-    pairs = [(d, c.key) for d in demand.demands for c in demand.candidates]
-    found = capacities([(d, chips[key].id) for d, key in pairs], workers)
-    caps = {(d.name, k): r for (d, k), r in zip(pairs, found, strict=True) if isinstance(r, Capacity)}
-    errors = {(d.name, k): r for (d, k), r in zip(pairs, found, strict=True) if isinstance(r, str)}
-    by_chip = {
-        (d.name, chips[k].id): r for (d, k), r in zip(pairs, found, strict=True) if isinstance(r, Capacity)
-    }
+    caps: dict[tuple[str, str], Capacity]
+    errors: dict[tuple[str, str], str]
+    rates: dict[str, float]
+    prices: dict[str, Priced]
+    options: dict[str, list[Option]]
+    alloc: dict[str, dict[str, int]]
+
+
+def _solve(
+    demand: DemandFile,
+    found: dict[tuple[str, str], Capacity | str],
+    chips: dict[str, ChipSpec],
+    a: TcoAssumptions,
+) -> _Solution:
+    caps = {pair: r for pair, r in found.items() if isinstance(r, Capacity)}
+    errors = {pair: r for pair, r in found.items() if isinstance(r, str)}
+    by_chip = {(name, chips[k].id): r for (name, k), r in caps.items()}
     rates = {
         d.name: demand_rate(d, by_chip.get((d.name, d.capacity_of.hardware))
                             if isinstance(d, ServingDemand) and d.capacity_of else None)
@@ -589,6 +597,57 @@ def plan(demand: DemandFile, workers: int = 1) -> FleetPlan:
         for d in demand.demands
     }  # fmt: skip
     alloc = allocate(rates, options, {k: p.cap for k, p in prices.items()})
+    return _Solution(caps=caps, errors=errors, rates=rates, prices=prices, options=options, alloc=alloc)
+
+
+def _unchecked(demand: DemandFile, s: _Solution, chips: dict[str, ChipSpec]) -> set[tuple[str, str]]:
+    """Serving capacities from the model alone that can matter: those the fleet uses, those of
+    the hardware a `capacity_of` demand names, and those within CHECK_MARGIN of the cheapest
+    per unit of capacity. The others are reported from the model."""
+    out = set()
+    for d in demand.demands:
+        if not isinstance(d, ServingDemand):
+            continue
+        cheapest = min(o.usd_per_unit for o in s.options[d.name])
+        for o in s.options[d.name]:
+            if o.cap.plan.get("capacity_from") != "model":
+                continue
+            named = d.capacity_of is not None and chips[o.candidate].id == d.capacity_of.hardware
+            if o.candidate in s.alloc[d.name] or named or o.usd_per_unit <= cheapest * (1 + CHECK_MARGIN):
+                out.add((d.name, o.candidate))
+    return out
+
+
+def plan(demand: DemandFile, workers: int = 1) -> FleetPlan:
+    """The fleet of lowest TCO (by the greedy of `allocate`) that meets every demand.
+
+    >>> from tapeout.plan.demand import parse_demand
+    >>> f = plan(parse_demand({"candidates": [{"hardware": "h100-sxm"}, {"hardware": "h20"}],
+    ...     "demands": [{"kind": "recsys", "name": "rank", "model": "dlrm-v2", "qps": 1e6,
+    ...                  "latency_limit_s": 0.01, "pairs_per_sample": 100}]}))
+    >>> f.total_tco_usd > 0, [c["candidate"] for c in f.data["chips"]]
+    (True, ['h100-sxm'])
+    """
+    a = demand.assumptions()
+    chips = {c.key: get_chip(c.hardware) for c in demand.candidates}
+    for c in demand.candidates:  # a price is needed for every candidate: check before the long part
+        if chips[c.key].vendor != "tapeout":
+            price(c, chips[c.key], None)
+    pairs = [(d, c.key) for d in demand.demands for c in demand.candidates]
+    found = dict(zip([(d.name, k) for d, k in pairs],
+                     capacities([(d, chips[k].id) for d, k in pairs], workers, check=False), strict=True))  # fmt: skip
+    # Serving capacities come from the model first; those that can matter are then checked by
+    # simulation (see `_unchecked`), and the fleet solved again until all that matter are.
+    by_name = {d.name: d for d in demand.demands}
+    while True:
+        sol = _solve(demand, found, chips, a)
+        todo = sorted(_unchecked(demand, sol, chips))
+        if not todo:
+            break
+        checked = capacities([(by_name[name], chips[key].id) for name, key in todo], workers)
+        found.update(zip(todo, checked, strict=True))
+    caps, errors, rates = sol.caps, sol.errors, sol.rates
+    prices, options, alloc = sol.prices, sol.options, sol.alloc
 
     per_chip: dict[str, dict[str, Any]] = {}
     rows = []

@@ -49,6 +49,7 @@ RUNTIME_RESERVE_BYTES = 1.0 * GB
 # gpu_memory_utilization are both 0.9.
 KV_MEMORY_FRACTION = 0.9
 KV_BLOCK_TOKENS = 16  # tokens per page of the paged KV cache (vLLM's default block size)
+ATTENTION_SHAPES = 1 << 16  # attention costs a replica keeps (a few MB), cleared when full
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -496,6 +497,8 @@ class Replica:
             for op in self._attention_ops(batch):
                 c = op_cost(op, self.system)
                 t, flops, dram = t + c.time_s, flops + c.flops, dram + c.dram_bytes
+            if len(self._attention_costs) >= ATTENTION_SHAPES:
+                self._attention_costs.clear()
             attention = self._attention_costs[shape] = (t, flops, dram)
         t, flops, dram = attention
         n = self._layers_per_stage
