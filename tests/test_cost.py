@@ -157,3 +157,13 @@ def test_tco_parts_follow_their_formulas():
         TcoAssumptions(pue=0.9)
     with pytest.raises(TapeoutError, match="price_usd"):
         chip_tco(0, 500)
+
+
+def test_a_bought_chip_shows_its_markets_price_and_the_levy_on_top():
+    out = cost("h200-sxm", region="CN", levy=0.25)
+    assert out["market_price"]["region"] == "CN" and out["market_price"]["date"] == "2025-12"
+    assert out["price_with_levy_usd"] == pytest.approx(out["market_price"]["usd"] * 1.25)
+    with pytest.raises(TapeoutError, match=r"no catalog price in region 'US' \(regions with a price: CN\)"):
+        cost("h200-sxm", region="US")
+    with pytest.raises(TapeoutError, match="field 'levy'"):
+        cost("h200-sxm", levy=-0.1)

@@ -265,3 +265,15 @@ def test_only_the_serving_capacities_that_can_matter_are_checked_by_simulation()
     )  # dearer per unit by far more than the margin
     ratio = alternatives["h20"]["usd_per_million_tokens"] / alternatives["h100-sxm"]["usd_per_million_tokens"]
     assert ratio > 1 + fleet.CHECK_MARGIN
+
+
+def test_a_region_picks_that_markets_catalog_price_or_says_which_regions_have_one():
+    from tapeout.plan.demand import Candidate
+
+    h200 = get_chip("h200-sxm")
+    usd, source = fleet.price(Candidate(hardware="h200-sxm", region="CN"), h200, None)
+    assert usd == 25000 and "2025-12, CN" in source
+    with pytest.raises(TapeoutError, match="no catalog price in region 'US' \\(regions with a price: CN\\)"):
+        fleet.price(Candidate(hardware="h200-sxm", region="US"), h200, None)
+    with pytest.raises(TapeoutError, match=r"field 'candidates\.0\.region'"):
+        parse_demand({"candidates": [{"hardware": "h20", "region": "China"}], "demands": []}, "d")

@@ -390,12 +390,18 @@ def cost_cmd(
     volume: Annotated[
         int | None, typer.Option("--volume", help="Units our design's NRE is spread over [default: 200000].")
     ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Market of the price: an ISO 3166 code such as CN.")
+    ] = None,
+    levy: Annotated[
+        float, typer.Option("--levy", help="Export levy on the price, a fraction (0.25 = 25 %).")
+    ] = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Die area, yield, unit cost and power of a chip, modelled from its architecture."""
     from tapeout.cost.api import cost
 
-    out = cost(chip, volume=volume)
+    out = cost(chip, volume=volume, region=region, levy=levy)
     if as_json:
         _print_json(out)
         return
@@ -415,7 +421,10 @@ def cost_cmd(
     console.print(_table("power at full load, W", [out["power_w"]]))
     if out["market_price"]:
         m = out["market_price"]
-        console.print(f"market price: ${m['usd']:,.0f} ({m['date']}, {m['kind']})")
+        where = f", {m['region']}" if "region" in m else ""
+        console.print(f"market price: ${m['usd']:,.0f} ({m['date']}{where}, {m['kind']})")
+        if out["levy"]:
+            console.print(f"with a {100 * out['levy']:g} % levy: ${out['price_with_levy_usd']:,.0f}")
 
 
 _PLAN_KEYS = ("tp", "pp", "ep", "cp", "dp", "group_chips", "sharding")

@@ -7,10 +7,10 @@ from typing import Any
 
 from tapeout._yaml import load_data_file
 from tapeout.cost.unit import check_design, unit_cost
-from tapeout.errors import require_mapping
+from tapeout.errors import TapeoutError, require_mapping
 from tapeout.hardware.catalog import chip_from_mapping, get_chip
 from tapeout.hardware.design import expand_design
-from tapeout.hardware.spec import ChipSpec
+from tapeout.hardware.spec import ChipSpec, PriceEntry
 
 # Units a design's NRE is spread over unless told otherwise: the H20 purchase of one year
 # (research/hardware_cost.md section 0, "over 200,000 H20").
@@ -26,21 +26,41 @@ def load_chip(ref: str) -> ChipSpec:
     return get_chip(ref)
 
 
-def cost(ref: str, volume: int | None = None) -> dict[str, Any]:
+def market_price(chip: ChipSpec, region: str | None = None) -> PriceEntry | None:
+    """The newest catalog purchase price, of the market `region` names when given (an error
+    naming the regions that have a price when it has none); None when the catalog has none."""
+    bought = [p for p in chip.price if p.usd is not None]
+    if region is not None:
+        regional = [p for p in bought if p.region == region]
+        if not regional:
+            known = sorted({p.region for p in bought if p.region}) or ["none"]
+            raise TapeoutError(
+                f"field 'region': {chip.id} has no catalog price in region {region!r} "
+                f"(regions with a price: {', '.join(known)})"
+            )
+        bought = regional
+    return max(bought, key=lambda p: p.date) if bought else None
+
+
+def cost(
+    ref: str, volume: int | None = None, *, region: str | None = None, levy: float = 0.0
+) -> dict[str, Any]:
     """Area, yield, unit cost and power of a chip; our designs are checked and carry their NRE
-    over `volume` units (default 200,000).
+    over `volume` units (default 200,000). A bought chip also shows its market price (of
+    `region`'s market when given) and that price with an export `levy` (a fraction) on top.
 
     >>> out = cost("tapeout-i1")
     >>> out["published_die_area_mm2"] is None and out["die_area_mm2"] < 858
     True
     """
+    if not 0 <= levy < 10:
+        raise TapeoutError(f"field 'levy': {levy} is not a fraction of the price in [0, 10) (0.25 = 25 %)")
     chip = load_chip(ref)
     ours = chip.vendor == "tapeout"
     if ours:
         check_design(chip)
     unit = unit_cost(chip, volume=(volume or DEFAULT_VOLUME) if ours else None)
-    prices = [p for p in chip.price if p.usd is not None]
-    newest = max(prices, key=lambda p: p.date) if prices else None
+    newest = market_price(chip, region)
     return {
         "id": chip.id,
         "name": chip.name,
@@ -48,4 +68,6 @@ def cost(ref: str, volume: int | None = None) -> dict[str, Any]:
         "published_die_area_mm2": chip.die_area_mm2,
         **unit.as_dict(),
         "market_price": newest.model_dump(exclude_none=True) if newest else None,
+        "levy": levy,
+        "price_with_levy_usd": newest.usd * (1 + levy) if newest and newest.usd else None,
     }

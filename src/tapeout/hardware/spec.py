@@ -145,6 +145,7 @@ class PriceEntry(Frozen):
     date: str = Field(pattern=r"^\d{4}(-\d{2})?$")
     kind: str
     source: str
+    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166 code of the market
 
     @model_validator(mode="after")
     def _one_price(self) -> PriceEntry:

@@ -44,6 +44,7 @@ FIELD_UNITS: dict[str, str] = {
     "tokens": "training tokens",
     "deadline_days": "days",
     "levy": "fraction of the price (0.25 = 25 %)",
+    "region": "ISO 3166 two-letter code",
     "max_chips": "chips",
     "chips": "chips",
     "volume": "units built",
@@ -70,6 +71,7 @@ class Candidate(_Strict):
     name: str | None = None  # default: the hardware id; names must be unique
     price_usd: PosFloat | None = None  # default: the newest catalog price (in-house: unit cost)
     levy: Annotated[float, Field(ge=0)] = 0.0
+    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # buy at this market's catalog price
     max_chips: PosInt | None = None
     volume: PosInt | None = None  # in-house designs: units built, over which the NRE is spread
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from tapeout.cost.api import market_price
 from tapeout.cost.tco import Tco, TcoAssumptions, chip_tco
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import get_chip
@@ -417,14 +418,16 @@ def price(c: Candidate, chip: ChipSpec, volume: int | None) -> tuple[float, str]
         assert v is not None
         unit, nre = in_house_price(chip, v)
         return unit, f"unit cost at a volume of {v:,} (NRE ${nre:,.0f} included)"
-    bought = [p for p in chip.price if p.usd is not None]
-    if not bought:
+    try:
+        newest = market_price(chip, c.region)
+    except TapeoutError as exc:
+        raise TapeoutError(f"candidate {c.key!r}: {exc}; give price_usd (unit: US dollars)") from None
+    if newest is None or newest.usd is None:
         raise TapeoutError(
             f"candidate {c.key!r}: {chip.id} has no purchase price in the catalog; give price_usd (unit: US dollars)"
         )
-    newest = max(bought, key=lambda p: p.date)
-    assert newest.usd is not None
-    return newest.usd, f"catalog {newest.date}: {newest.kind} ({newest.source})"
+    where = f", {newest.region}" if newest.region else ""
+    return newest.usd, f"catalog {newest.date}{where}: {newest.kind} ({newest.source})"
 
 
 def priced(c: Candidate, volume: int | None, a: TcoAssumptions) -> Priced:
