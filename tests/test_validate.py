@@ -55,8 +55,8 @@ def test_llm_training_cases_hold_their_level(report):
 
 
 def test_recsys_cases_hold_their_level(report):
-    """The recsys target is MAPE <= 20 %; this holds the measured level (12.0 % over 10 cases:
-    inference 11.5 %, training 12.8 %) against regressions."""
+    """The recsys target is MAPE <= 20 %; this holds the measured level (12.1 % over 10 cases:
+    inference 11.5 %, training 13.0 %) against regressions."""
     cases = [c for c in report["cases"] if c["kind"].startswith("recsys")]
     assert len(cases) == 10 and all(c["predicted"] is not None for c in cases)
     errors = [abs(c["error"]) for c in cases]
