@@ -53,8 +53,8 @@ def cost(
     >>> out["published_die_area_mm2"] is None and out["die_area_mm2"] < 858
     True
     """
-    if not 0 <= levy < 10:
-        raise TapeoutError(f"field 'levy': {levy} is not a fraction of the price in [0, 10) (0.25 = 25 %)")
+    if not levy >= 0:
+        raise TapeoutError(f"field 'levy': must be >= 0, got {levy} (unit: fraction of the price, 0.25 = 25 %)")
     chip = load_chip(ref)
     ours = chip.vendor == "tapeout"
     if ours:
