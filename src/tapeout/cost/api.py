@@ -54,7 +54,9 @@ def cost(
     True
     """
     if not levy >= 0:
-        raise TapeoutError(f"field 'levy': must be >= 0, got {levy} (unit: fraction of the price, 0.25 = 25 %)")
+        raise TapeoutError(
+            f"field 'levy': must be >= 0, got {levy} (unit: fraction of the price, 0.25 = 25 %)"
+        )
     chip = load_chip(ref)
     ours = chip.vendor == "tapeout"
     if ours:
