@@ -1,10 +1,12 @@
 import math
+import random
 
 import pytest
 
 from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
 from tapeout.perf import MissingRuleError, System, graph_cost, op_cost
+from tapeout.perf.attention import BLOCK_KV, _block_q, _kv_block_counts
 from tapeout.workloads.ops import (
     AllGather,
     AllReduce,
@@ -189,3 +191,26 @@ def test_energy_at_peak_draws_tdp():
     cost = op_cost(Matmul(m=16384, n=16384, k=16384), s)
     power = cost.energy_j / cost.time_s
     assert 0.5 * H100.tdp_w < power <= H100.tdp_w
+
+
+def test_attention_key_block_counts_match_walking_every_query_block():
+    """The per-key-block count equals visiting each query block, causal or not, MHA to GQA."""
+
+    def walk(q_len, kv_len, group, causal):
+        rows = q_len * group
+        bq = _block_q(rows)
+        full = -(-kv_len // BLOCK_KV)
+        visits = []
+        for i in range(-(-rows // bq)):
+            last = min(rows, (i + 1) * bq) - 1
+            seen = kv_len - q_len + last // group + 1 if causal else kv_len
+            visits.append(min(full, -(-seen // BLOCK_KV)))
+        return len(visits), sum(visits), max(visits)
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        q = rng.choice([1, 3, 16, 127, 128, 129, 1000, 2048, rng.randint(1, 9000)])
+        kv = q + rng.choice([0, 1, 128, 129, rng.randint(0, 20000)])
+        group = rng.choice([1, 2, 3, 5, 8, 16, 64])
+        causal = rng.random() < 0.8
+        assert _kv_block_counts(q, kv, group, causal) == walk(q, kv, group, causal)

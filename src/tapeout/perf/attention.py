@@ -33,21 +33,35 @@ def _block_q(rows: int) -> int:
     return min(BLOCK_Q, max(MIN_BLOCK_Q, 1 << max(0, (rows - 1).bit_length())))
 
 
-def _kv_blocks_per_query_block(q_len: int, kv_len: int, group: int, causal: bool) -> list[int]:
-    """Key blocks each query-row block visits. Rows are (query position, head in group) pairs,
-    position-major; the queries are the last q_len of kv_len positions."""
+def _kv_block_counts(q_len: int, kv_len: int, group: int, causal: bool) -> tuple[int, int, int]:
+    """(query-row blocks, key blocks they visit in all, the most one visits). Rows are (query
+    position, head in group) pairs, position-major; the queries are the last q_len of kv_len
+    positions, so under a causal mask a block sees the keys up to its last row's position.
+
+    The visits are non-decreasing along the blocks, so the total is counted per key block
+    (how many query blocks reach past it) when there are fewer key blocks than query blocks.
+    """
     rows = q_len * group
     block_q = _block_q(rows)
     n_q = -(-rows // block_q)
     full = -(-kv_len // BLOCK_KV)
     if not causal:
-        return [full] * n_q
-    out = []
-    for i in range(n_q):
-        last_pos = min(rows, (i + 1) * block_q) - 1
-        visible = kv_len - q_len + last_pos // group + 1
-        out.append(min(full, -(-visible // BLOCK_KV)))
-    return out
+        return n_q, n_q * full, full
+    offset = kv_len - q_len
+    longest = min(full, -(-(offset + q_len) // BLOCK_KV))  # the last block sees every query's keys
+    if n_q <= full:
+        total = 0
+        for i in range(n_q):
+            last_pos = min(rows, (i + 1) * block_q) - 1
+            total += min(full, -(-(offset + last_pos // group + 1) // BLOCK_KV))
+        return n_q, total, longest
+    # Query blocks i < n_q - 1 see at most v keys when (i + 1) x block_q <= (v - offset) x group.
+    total = 0
+    for c in range(full):
+        v = c * BLOCK_KV
+        within = min(n_q - 1, max(0, (v - offset) * group // block_q)) + (offset + q_len <= v)
+        total += n_q - within
+    return n_q, total, longest
 
 
 @cost_rule(OpKind.ATTENTION)
@@ -68,12 +82,11 @@ def _attention_cost(op: Attention, system: System) -> Cost:
     chip = system.chip
     cal = system.cal
     group = op.heads // op.kv_heads
-    blocks = _kv_blocks_per_query_block(op.q_len, op.kv_len, group, op.causal)
-    ctas = op.batch * op.kv_heads * len(blocks)
+    n_q, visits, longest = _kv_block_counts(op.q_len, op.kv_len, group, op.causal)
+    ctas = op.batch * op.kv_heads * n_q
     cores = chip.num_cores
-    longest = max(blocks)
     splits = max(1, min(cores // ctas, longest)) if ctas < cores else 1
-    work = op.batch * op.kv_heads * sum(blocks) + ctas * splits * cal.attention_overhead_blocks
+    work = op.batch * op.kv_heads * visits + ctas * splits * cal.attention_overhead_blocks
     critical = math.ceil(longest / splits) + cal.attention_overhead_blocks
     block_flops = (
         2.0 * _block_q(op.q_len * group) * BLOCK_KV * (op.head_dim + op.dv) * (2.5 if op.backward else 1.0)
