@@ -15,6 +15,8 @@ from tapeout.workloads.models import get_model
 
 LLAMA8 = get_model("llama-3.1-8b").config
 LLAMA70 = get_model("llama-3.1-70b").config
+GPT3 = get_model("gpt3-175b").config
+MIXTRAL = get_model("mixtral-8x7b").config
 
 
 def h100(chips):
@@ -94,9 +96,20 @@ def test_recompute_costs_time_and_saves_memory():
 
 def test_context_and_expert_parallel_run():
     mix = get_model("mixtral-8x7b").config
-    r = train_step(mix, h100(16), TrainingPlan(tp=2, cp=2, ep=4, sequence_parallel=True, recompute="selective",
+    r = train_step(mix, h100(32), TrainingPlan(tp=2, cp=2, ep=8, sequence_parallel=True, recompute="selective",
                                               zero=1), seq_len=8192, global_batch=16)  # fmt: skip
-    assert r.dp == 4 and 0 < r.mfu < 1
+    assert r.dp == 8 and 0 < r.mfu < 1
+
+
+def test_expert_states_shard_over_the_ranks_that_hold_the_expert():
+    """An expert's copies sit on dp x cp / ep ranks: with ZeRO-1 its optimizer states are spread
+    over those, so doubling ep halves the expert weights per chip but not the optimizer states."""
+    mix = get_model("mixtral-8x7b").config
+    base = dict(seq_len=8192, global_batch=16, check_memory=False)
+    plan = dict(tp=2, cp=2, sequence_parallel=True, zero=1)
+    ep4, ep8 = (train_step(mix, h100(32), TrainingPlan(**plan, ep=ep), **base).memory_gb for ep in (4, 8))
+    assert ep8["optimizer"] == pytest.approx(ep4["optimizer"])
+    assert ep8["weights"] < ep4["weights"]
 
 
 def test_search_finds_a_fitting_plan_and_counts():
@@ -185,9 +198,30 @@ def test_unfused_attention_is_slower_keeps_its_scores_and_refuses_context_parall
 
 
 def test_eight_bit_training_keeps_its_matmul_inputs_as_eight_bit_casts():
-    """Of Korthikanti's 34 s b h bytes per layer, the four products' inputs (14) take half."""
-    base = dict(seq_len=4096, global_batch=64, check_memory=False)
-    plan = dict(tp=8, pp=4, sequence_parallel=True)
-    bf16 = train_step(LLAMA70, h100(32), TrainingPlan(**plan), **base)
-    fp8 = train_step(LLAMA70, h100(32), TrainingPlan(**plan, precision="fp8"), **base)
+    """Of Korthikanti's 34 s b h bytes per GPT layer, the four products' inputs (14) take half."""
+    base = dict(seq_len=2048, global_batch=64, check_memory=False)
+    plan = dict(tp=8, pp=8, sequence_parallel=True)
+    bf16 = train_step(GPT3, h100(64), TrainingPlan(**plan), **base)
+    fp8 = train_step(GPT3, h100(64), TrainingPlan(**plan, precision="fp8"), **base)
     assert fp8.memory_gb["activations"] == pytest.approx(bf16.memory_gb["activations"] * 27 / 34)
+
+
+def test_activations_are_korthikantis_34_sbh_for_a_gpt_layer():
+    """pp 1 keeps one micro-batch in flight: layers x s b h x 34 / tp bytes with sequence parallelism."""
+    base = dict(seq_len=2048, global_batch=8, check_memory=False)
+    r = train_step(GPT3, h100(8), TrainingPlan(tp=8, sequence_parallel=True), **base)
+    expected = GPT3.num_hidden_layers * 2048 * GPT3.hidden_size * 34 / 8
+    assert r.memory_gb["activations"] * 1e9 == pytest.approx(expected, rel=1e-9)
+
+
+def test_each_routed_expert_adds_its_copy_mlp_and_output_to_the_activations():
+    """One more expert per token keeps its routed copy (2h), its output (2h) and its gated MLP's
+    up-projections and product (3 x 2 x 14336): 25 h bytes per token and layer for Mixtral."""
+    base = dict(seq_len=4096, global_batch=8, check_memory=False)
+    top1, top2 = (MIXTRAL.model_copy(update={"num_experts_per_tok": k}) for k in (1, 2))
+    plan = TrainingPlan(ep=8)
+    one = train_step(top1, h100(8), plan, **base).memory_gb["activations"]
+    two = train_step(top2, h100(8), plan, **base).memory_gb["activations"]
+    h = MIXTRAL.hidden_size
+    per_layer = 4096 * h * (2 + 2 + 6 * 14336 / h)
+    assert (two - one) * 1e9 == pytest.approx(MIXTRAL.num_hidden_layers * per_layer, rel=1e-9)

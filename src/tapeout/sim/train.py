@@ -67,8 +67,10 @@ WEIGHT_BYTES = 2  # bf16 weights (fp8 and int8 training keep bf16 weights and ca
 GRAD_BYTES = 4  # fp32 gradient accumulation (Megatron's main_grad)
 OPTIMIZER_BYTES = 12  # fp32 master weights and Adam's two moments
 # Adam reads master weight, both moments and the gradient, and writes the three states and the
-# bf16 weight: 4 x 4 + 3 x 4 + 2 bytes per parameter.
-OPTIMIZER_TRAFFIC_BYTES = 30
+# bf16 weight: 4 x 4 + 3 x 4 + 2 bytes per parameter; before it, clipping the gradients' global
+# norm (GPT-3 clips at 1.0, Brown et al. 2020, appendix B; Megatron's clip_grad_norm_fp32)
+# reads every gradient once more: 4 bytes.
+OPTIMIZER_TRAFFIC_BYTES = 34
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,6 +240,14 @@ class _Step:
             Elementwise(elements=rows * h, reads=2, writes=1),
             Elementwise(elements=ffn_rows * ffn_width, reads=2 if c.gated_mlp else 1, writes=1),
         ]
+        if moe:
+            # Token permutation (Megatron-Core's dispatcher): each of a token's k copies is
+            # gathered into its expert's order before the experts, and scattered back and
+            # weighed into the token after them; across an expert-parallel group each side
+            # sorts once more, by source rank and by local expert.
+            copies = t * (c.num_experts_per_tok or 1) * h
+            moves = 2 if p.ep > 1 else 1
+            stream += [Elementwise(elements=copies, reads=1, writes=1)] * (2 * moves)
         fwd += stream
         bwd += stream + stream  # gradients read the saved input and the incoming gradient
         attn = Attention(batch=p.micro_batch, q_len=self.s, kv_len=self.s, heads=heads, kv_heads=kv,
@@ -373,32 +383,33 @@ def train_step(
     bubble = (p.pp - 1) / p.vpp * per_mb
     pipeline = n_mb * per_mb + bubble
 
-    # Parameters held per chip (one stage, tp-split; experts spread over ep).
-    stage_params = _stage_params(c, p, layers_only)
-    grad_ranks = dp * p.cp
-    dp_s = optimizer_s = 0.0
-    grad_group = _group(system, grad_ranks, stride=p.tp)
-    if grad_ranks > 1:
-        grads = stage_params * 2  # reduced in bf16
-        if p.zero >= 1:
-            dp_s = op_cost(ReduceScatter(ranks=grad_ranks, bytes_per_rank=grads), grad_group).time_s
-            gather = op_cost(
-                AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), grad_group
-            )
-            dp_s += gather.time_s if p.zero < 3 else 0.0
+    # Parameters held per chip (one stage, tp-split; experts spread over ep), each part with the
+    # ranks that hold it too: dense weights dp x cp ranks `tp` apart, an expert's dp x cp / ep
+    # ranks `tp x ep` apart.
+    dp_s = zero3_gather = optimizer_s = 0.0
+    memory_rate = system.chip.memory_bandwidth * system.cal.memory
+    holders = (dp * p.cp, dp * p.cp // p.ep)
+    strides = (p.tp, p.tp * p.ep)
+    for params, ranks, stride in zip(_stage_params(c, p, layers_only), holders, strides, strict=True):
+        optimizer_s += params / (ranks if p.zero >= 1 else 1) * OPTIMIZER_TRAFFIC_BYTES / memory_rate
+        if ranks == 1 or params == 0:
+            continue
+        group = _group(system, ranks, stride=stride)
+        grads = params * 2  # reduced in bf16
+        if p.zero == 0:
+            dp_s += op_cost(AllReduce(ranks=ranks, bytes_per_rank=grads), group).time_s
+            continue
+        dp_s += op_cost(ReduceScatter(ranks=ranks, bytes_per_rank=grads), group).time_s
+        gather = op_cost(AllGather(ranks=ranks, bytes_per_rank=params * WEIGHT_BYTES), group).time_s
+        if p.zero < 3:
+            dp_s += gather
         else:
-            dp_s = op_cost(AllReduce(ranks=grad_ranks, bytes_per_rank=grads), grad_group).time_s
+            zero3_gather += gather
     exposed_dp = _exposed_gradient_sync(dp_s, bwd.time_s * (compute / busy if busy else 1.0), p)
-    zero3 = 0.0
-    if p.zero == 3 and grad_ranks > 1:
-        gather = op_cost(AllGather(ranks=grad_ranks, bytes_per_rank=stage_params * WEIGHT_BYTES), grad_group)
-        # Weights gathered for every forward and backward (and recomputed forward) of each micro-batch.
-        passes = 3 if p.recompute == "full" else 2
-        zero3 = n_mb * max(0.0, passes * gather.time_s - compute)
-    shard = grad_ranks if p.zero >= 1 else 1
-    optimizer_s = (
-        stage_params / shard * OPTIMIZER_TRAFFIC_BYTES / (system.chip.memory_bandwidth * system.cal.memory)
-    )
+    # ZeRO-3 gathers the weights for every forward and backward (and recomputed forward) of each
+    # micro-batch, behind the compute it prefetches for.
+    passes = 3 if p.recompute == "full" else 2
+    zero3 = n_mb * max(0.0, passes * zero3_gather - compute) if zero3_gather else 0.0
     step_time = pipeline + exposed_dp + zero3 + optimizer_s
 
     tokens = global_batch * seq_len
@@ -476,6 +487,47 @@ def _group(system: System, ranks: int, *, stride: int) -> System:
 
 
 @lru_cache(maxsize=256)
+def _activation_units(c: LLMConfig, eight_bit: bool) -> tuple[float, float]:
+    """Bytes one token keeps per layer for its backward, in units of `hidden_size`, averaged over
+    the layers: (held whole by every tensor-parallel rank, split over them).
+
+    Korthikanti et al. 2022 (section 4.1) count 34 for a GPT layer: 10 replicated (two norm
+    inputs, the attention and MLP inputs, two dropout masks) and 24 split (query, key, value,
+    the projection's input, the MLP's 4h-wide GELU input and output). The same items are taken
+    from the model here: keys and values at the width of the key/value heads, a gated MLP keeps
+    both its up-projections, and an MoE layer keeps, for each of a token's `k` experts, the
+    token's routed copy, the expert's MLP items and the expert's output (weighed by the router
+    in the combine). Fused attention keeps no score matrix. With 8-bit matmuls the inputs of
+    the products are kept as their 8-bit casts (Transformer Engine, AQT).
+    """
+    h = c.hidden_size
+    cast = 1 if eight_bit else 2  # bytes of a matmul input kept for its weight gradient
+    heads = c.num_attention_heads
+    kv = heads if c.is_mla else c.kv_heads
+    d, dv = _qk_dim(c), _v_dim(c)
+    # Norm inputs, the attention input's cast, the two dropout masks.
+    attn_replicated = 4 + cast + 2
+    attn_split = (2 * heads * d + 2 * kv * (d + dv) + cast * heads * dv) / h
+    g = 2 if c.gated_mlp else 1
+    kinds = _layer_census(c)[0]
+    replicated = split = 0.0
+    for moe, count in kinds.items():
+        if moe:
+            k = c.num_experts_per_tok or 1
+            f = c.moe_intermediate_size or c.ffn_size
+            expert = (2 * g * f + cast * f) / h
+            mlp_replicated = 2 + k * (cast + 2)  # the router's input; per expert the copy and output
+            mlp_split = k * expert + c.n_shared_experts * expert
+        else:
+            mlp_replicated = cast
+            mlp_split = (2 * g * c.ffn_size + cast * c.ffn_size) / h
+        share = count / c.num_hidden_layers
+        replicated += share * (attn_replicated + mlp_replicated)
+        split += share * (attn_split + mlp_split)
+    return replicated, split
+
+
+@lru_cache(maxsize=256)
 def _layer_census(c: LLMConfig) -> tuple[dict[bool, int], float, float]:
     """Layers with and without experts; all layers' parameters outside and inside routed experts."""
     kinds: dict[bool, int] = {}
@@ -490,36 +542,34 @@ def _layer_census(c: LLMConfig) -> tuple[dict[bool, int], float, float]:
     return kinds, shared, routed
 
 
-def _stage_params(c: LLMConfig, p: TrainingPlan, layers_only: bool) -> float:
+def _stage_params(c: LLMConfig, p: TrainingPlan, layers_only: bool) -> tuple[float, float]:
+    """Parameters the busiest stage holds per chip: (replicated over the dp x cp ranks, routed
+    experts, replicated over dp x cp / ep: Megatron-Core's expert-data-parallel group)."""
     _, shared, routed = _layer_census(c)
-    total = shared / p.tp + routed / (p.tp * p.ep)
-    total *= math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp / c.num_hidden_layers
+    stage = math.ceil(c.num_hidden_layers / (p.pp * p.vpp)) * p.vpp / c.num_hidden_layers
+    dense = shared / p.tp * stage
     if not layers_only:
-        total += max(c.embedding_params(), c.head_params()) / p.tp
-    return total
+        dense += max(c.embedding_params(), c.head_params()) / p.tp
+    return dense, routed / (p.tp * p.ep) * stage
 
 
 def _memory(
     c: LLMConfig, system: System, p: TrainingPlan, dp: int, s: int, layers_only: bool
 ) -> dict[str, float]:
     """GB per chip of the first stage (it keeps the most micro-batches in flight)."""
-    params = _stage_params(c, p, layers_only)
-    ranks = dp * p.cp
-    weights = params * WEIGHT_BYTES / (ranks if p.zero >= 3 else 1)
+    weights = grads = optimizer = 0.0
+    for params, ranks in zip(_stage_params(c, p, layers_only), (dp * p.cp, dp * p.cp // p.ep), strict=True):
+        weights += params * WEIGHT_BYTES / (ranks if p.zero >= 3 else 1)
+        grads += params * GRAD_BYTES / (ranks if p.zero >= 2 else 1)
+        optimizer += params * OPTIMIZER_BYTES / (ranks if p.zero >= 1 else 1)
     if p.zero >= 3:  # the layer being computed and the one prefetched, gathered whole
         _, shared, routed = _layer_census(c)
         weights += 2 * (shared / p.tp + routed / (p.tp * p.ep)) / c.num_hidden_layers * WEIGHT_BYTES
-    grads = params * GRAD_BYTES / (ranks if p.zero >= 2 else 1)
-    optimizer = params * OPTIMIZER_BYTES / (ranks if p.zero >= 1 else 1)
-    # Activations of one layer and micro-batch (Korthikanti et al. 2022, bytes): s b h (34 + 5 a s / h)
-    # without parallelism, of which tensor parallelism splits 24 and sequence parallelism the other
-    # 10; fused attention keeps no score matrix, so the 5 a s / h term is gone. With 8-bit matmuls
-    # the four products' inputs are kept as their 8-bit casts (Transformer Engine, AQT): the
-    # attention and MLP inputs (2 + 2 of the replicated 10) and the projection and second MLP
-    # inputs (2 + 8 of the split 24) take half.
+    # Activations of one layer and micro-batch: s b h x (replicated + split / tp) bytes, or all
+    # of it over tp with sequence parallelism (see `_activation_units`).
     b, h = p.micro_batch, c.hidden_size
     sl = s / p.cp
-    replicated, split = (8, 19) if BYTES_PER_ELEMENT[p.precision] < 2 else (10, 24)
+    replicated, split = _activation_units(c, BYTES_PER_ELEMENT[p.precision] < 2)
     if p.recompute == "full":
         per_layer = 2 * sl * b * h / (p.tp if p.sequence_parallel else 1)
     else:
