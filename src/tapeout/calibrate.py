@@ -7,6 +7,10 @@ the file. `STACK` is a software stack, or `all` for the default: the pooled fit 
 whose own figure is not taken from another source. Fits run one after another in file order;
 `attention` and `attention_overhead_blocks` share a selection and are fitted jointly.
 
+A figure is fitted on the `confirmed` cases it selects when there are at least two: a
+measurement whose configuration the case file marks as uncertain (`secondary`, `unconfirmed`)
+is predicted and reported, but does not pull a figure that confirmed measurements can set.
+
 Held-out error: each fitted case is predicted with its figures refitted without it
 (leave-one-out); a case no figure was fitted on is held out by construction.
 """
@@ -95,7 +99,8 @@ def _selected(spec: FitSpec, cases: list[Case], tbl: CalibrationTable) -> list[C
                 out.append(case)
         elif stack == spec.stack:
             out.append(case)
-    return out
+    confirmed = [c for c in out if c.confidence == "confirmed"]
+    return confirmed if len(confirmed) >= 2 else out
 
 
 def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-4) -> float:
