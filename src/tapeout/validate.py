@@ -369,8 +369,8 @@ def _sequence_split(chips: int, p: LlmTrainingParams) -> int:
     return data_ranks // p.global_batch
 
 
-@predictor("llm_training")
-def _llm_training(case: Case, system: System) -> float:
+def training_setup(case: Case) -> tuple[LLMConfig, TrainingPlan]:
+    """The model (with the `layers` override) and the plan an `llm_training` case states."""
     p: LlmTrainingParams = case.params
     if not isinstance(case.model, LLMConfig):
         raise TapeoutError(f"{case.id}: field 'model': kind llm_training needs a language model")
@@ -381,6 +381,13 @@ def _llm_training(case: Case, system: System) -> float:
         tp=p.tp, pp=p.pp, dp=p.dp, cp=cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
         sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, precision=prec,
     )  # fmt: skip
+    return model, plan
+
+
+@predictor("llm_training")
+def _llm_training(case: Case, system: System) -> float:
+    p: LlmTrainingParams = case.params
+    model, plan = training_setup(case)
     result = train_step(model, system, plan, seq_len=p.seq_len, global_batch=p.global_batch,
                         layers_only=p.layers is not None, check_memory=False)  # fmt: skip
     return {"step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s}[case.metric]
