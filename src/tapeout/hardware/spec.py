@@ -23,12 +23,13 @@ BYTES_PER_ELEMENT: dict[str, float] = {
 
 MemoryType = Literal["HBM2", "HBM2e", "HBM3", "HBM3e", "GDDR6", "GDDR7", "LPDDR5", "LPDDR5X", "DDR5"]
 Topology = Literal["switch", "full_mesh", "torus_2d", "torus_3d", "ring", "pcie"]
-ProcessNode = Literal["N16", "N12", "N7", "N6", "N5", "N4", "N3"]
+ProcessNode = Literal["N16", "N12", "N7", "N6", "N5", "N4", "N4P", "N3"]
 
 # Transistors per mm^2 of logic by process node (CSET "AI Chips" figures as used by ttm-cas and
-# LLMCompass; research/hardware_cost.md section 2.1). N4 and N3 use N5 and TSMC's 1.6x claim.
+# LLMCompass; research/hardware_cost.md section 2.1). N4 and N3 use N5 and TSMC's 1.6x claim;
+# N4P is N5 plus the 6 % density TSMC announced for it (TSMC newsroom, 2021-10-26).
 LOGIC_MTR_PER_MM2: dict[str, float] = {
-    "N16": 28.9, "N12": 28.9, "N7": 96.3, "N6": 114.2, "N5": 138.2, "N4": 138.2, "N3": 221.0,
+    "N16": 28.9, "N12": 28.9, "N7": 96.3, "N6": 114.2, "N5": 138.2, "N4": 138.2, "N4P": 146.5, "N3": 221.0,
 }  # fmt: skip
 # A bf16 multiply-accumulate needs at least ~3,000 transistors: an 8x8-bit mantissa array of 64
 # full adders at 28 transistors each (~1,800) plus alignment and a 24-bit accumulator adder.

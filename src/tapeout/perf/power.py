@@ -5,7 +5,8 @@ silicon (calibration figures: `serving_pj_per_flop` for serving iterations,
 `training_pj_per_flop` for training steps; all of the FLOP-proportional work included), scaled
 by operand width (8-bit inputs half, 4-bit a quarter: the datapaths are built
 so that the doubled peak fits the same power) and by process node (TSMC: N5 draws about 30 %
-less power than N7 at the same speed, N6 about 15 % less than N7; N4 and N3 are taken as N5).
+less power than N7 at the same speed, N6 about 15 % less than N7, N4P 22 % less than N5 (TSMC
+newsroom, 2021-10-26; NVIDIA's 4NP, Blackwell's node); N4 and N3 are taken as N5).
 A DRAM byte costs `dram_pj_per_byte` (HBM2/HBM2e: about 3.9 pJ/bit, O'Connor et al., MICRO
 2017, "Fine-Grained DRAM").
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 from tapeout.hardware.spec import BYTES_PER_ELEMENT
 from tapeout.perf.system import System
 
-# Energy per operation relative to N5 (TSMC N5 and N6 announcements: -30 % and -15 % power
-# against N7 at iso-speed).
+# Energy per operation relative to N5 (TSMC N5, N6 and N4P announcements: -30 % and -15 % power
+# against N7, -22 % against N5, at iso-speed).
 DVFS_EXPONENT = 3.0  # dynamic power ~ f V^2 with V ~ f: power ~ f^3 under a power cap
-NODE_ENERGY = {"N7": 1 / 0.7, "N6": 0.85 / 0.7, "N12": 2.0, "N16": 2.0}
+NODE_ENERGY = {"N7": 1 / 0.7, "N6": 0.85 / 0.7, "N12": 2.0, "N16": 2.0, "N4P": 0.78}
 
 
 def energy_per_flop(system: System, precision: str, pj_per_16bit_flop: float) -> float:
