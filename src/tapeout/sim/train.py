@@ -2,9 +2,10 @@
 
 Every op of a layer is costed by the rules of `tapeout.perf` on one chip, for one micro-batch
 of `micro_batch x seq_len / cp` tokens:
-- forward: the projections and MLP (or the experts a rank holds, as a grouped GEMM), fused
-  causal attention over the whole sequence (ring attention shares it `cp` ways; or unfused,
-  the score matrix through memory), norms and pointwise ops, the tensor-parallel all-reduces
+- forward: the projections and MLP (or the experts a rank holds, as a grouped GEMM, with the
+  token permutation around them), fused causal attention over the whole sequence (ring
+  attention shares it `cp` ways; or unfused, the score matrix through memory), norms and
+  pointwise ops, the tensor-parallel all-reduces
   (reduce-scatter plus all-gather with sequence parallelism: the same bytes; with `tp_overlap`
   all but one chunk hidden under the matmuls), the expert all-to-alls;
 - backward: each matmul twice, as its input-gradient and its weight-gradient products; the
@@ -16,16 +17,17 @@ of `micro_batch x seq_len / cp` tokens:
 Pipeline: `m` micro-batches through `pp` stages of `vpp` interleaved chunks take
 `(m + (pp - 1) / vpp) x (forward + backward of one micro-batch on one stage)` (1F1B; Narayanan et
 al. 2021), plus a point-to-point transfer per micro-batch and chunk boundary (hidden under the
-next chunk when interleaved). The last stage also runs the output head and loss.
+next chunk when interleaved). The last stage also runs the output head.
 Communicators see the ranks where Megatron puts them (tp innermost, then cp, dp, pp): a
 data-parallel group spans domains `tp` chips apart, pipeline neighbours `tp x cp x dp` apart.
 Data parallelism: the gradient reduce-scatter (all-reduce without ZeRO) of each model chunk
 overlaps the backward after that chunk's last micro-batch, as Megatron's overlapped gradient
-reduction does; ZeRO-1/2 all-gather
+reduction does, dense weights over their dp x cp copies and routed experts over their
+dp x cp / ep copies (Megatron-Core's expert-data-parallel group); ZeRO-1/2 all-gather
 the updated weights after the step; ZeRO-3 all-gathers each stage's weights for every forward
 and backward, hidden behind the compute it prefetches for. The optimizer (Adam with fp32 master
-weights) streams its states once. A sustained load runs at the clock its TDP allows, as in
-serving (`tapeout.sim.llm`).
+weights) streams its states once after a pass over the gradients for their global norm. A
+sustained load runs at the clock its TDP allows, as in serving (`tapeout.sim.llm`).
 
 Model FLOPs: 6 x active parameters x tokens (embeddings excluded, output head included) plus
 attention, 6 x 2 x layers x seq_len x (query width) per token for causal attention (half of the
