@@ -8,7 +8,7 @@ from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf.system import System
-from tapeout.sim.train import model_flops_per_token, train_step
+from tapeout.sim.train import _head_cost, _layer_cost, _Shape, model_flops_per_token, train_step
 from tapeout.sim.train_api import train
 from tapeout.sim.train_search import search
 from tapeout.workloads.models import get_model
@@ -225,3 +225,15 @@ def test_each_routed_expert_adds_its_copy_mlp_and_output_to_the_activations():
     h = MIXTRAL.hidden_size
     per_layer = 4096 * h * (2 + 2 + 6 * 14336 / h)
     assert (two - one) * 1e9 == pytest.approx(MIXTRAL.num_hidden_layers * per_layer, rel=1e-9)
+
+
+def test_eight_bit_training_keeps_the_output_layer_in_16_bits():
+    """fp8 recipes cover the layers' linear modules, not the output layer: its products cost as
+    in bf16, while a layer's get faster."""
+    shapes = {prec: _Shape.of(TrainingPlan(tp=8, precision=prec), 8192) for prec in ("bf16", "fp8")}
+    heads = {prec: _head_cost(LLAMA8, h100(8), shape).time_s for prec, shape in shapes.items()}
+    layers = {
+        prec: _layer_cost(LLAMA8, h100(8), shape, False).forward.time_s for prec, shape in shapes.items()
+    }
+    assert heads["fp8"] == pytest.approx(heads["bf16"])
+    assert layers["fp8"] < 0.75 * layers["bf16"]

@@ -167,9 +167,16 @@ def _layer_cost(model: LLMConfig, system: System, shape: _Shape, moe: bool) -> _
     return _Step(model, system, shape).layer(moe)
 
 
+def _head_precision(precision: Precision) -> Precision:
+    """The output layer's matmul precision: 16-bit under 8-bit training, whose recipes cover
+    the transformer layers' linear modules (Transformer Engine's fp8 layers; AQT's dense
+    layers), not Megatron's output layer nor logits taken from the embedding."""
+    return "bf16" if BYTES_PER_ELEMENT[precision] < 2 else precision
+
+
 @lru_cache(maxsize=8192)
 def _head_cost(model: LLMConfig, system: System, shape: _Shape) -> Cost:
-    step = _Step(model, system, shape)
+    step = _Step(model, system, dataclasses.replace(shape, precision=_head_precision(shape.precision)))
     return graph_cost(step._mm(step.tokens, model.vocab_size // shape.tp, model.hidden_size), system)
 
 
@@ -367,9 +374,11 @@ def train_step(
     busy = fwd.time_s + bwd.time_s + head.time_s
     flops = fwd.flops + bwd.flops + head.flops
     cal = system.cal
-    joules = (fwd.flops + bwd.flops + head.flops) * energy_per_flop(
-        system, p.precision, cal.training_pj_per_flop
-    ) + (fwd.dram_bytes + bwd.dram_bytes + head.dram_bytes) * cal.dram_pj_per_byte * 1e-12
+    joules = (
+        (fwd.flops + bwd.flops) * energy_per_flop(system, p.precision, cal.training_pj_per_flop)
+        + head.flops * energy_per_flop(system, _head_precision(p.precision), cal.training_pj_per_flop)
+        + (fwd.dram_bytes + bwd.dram_bytes + head.dram_bytes) * cal.dram_pj_per_byte * 1e-12
+    )
     compute = power_capped(system, busy, joules)
     p2p = 0.0
     if p.pp > 1:
