@@ -9,7 +9,10 @@ to have differed, from their own published configurations:
   `tp_overlap` and ZeRO-1 here;
 - Megatron-LM's 2021 and 2022 papers (Narayanan et al. SC21, Korthikanti et al. 2022) ran
   before its FlashAttention path: `attention: unfused` (Korthikanti's activation count and its
-  selective recomputation are built around the stored score matrix).
+  selective recomputation are built around the stored score matrix);
+- MegaScale-MoE overlaps its expert communication with computation (arXiv:2505.11432, abstract:
+  "a holistic approach to overlap communication with computation"): `ep_overlap` on its own
+  runs, not on the Megatron-LM baseline's.
 
 This prints each such case's error as validated and under those settings. It is a what-if,
 not validation: the settings come from outside the case file.
@@ -28,6 +31,7 @@ from tapeout.validate import PUBLIC_CASES, Case, load_cases, training_setup
 
 MLPERF_NVIDIA = ("train-mlperf40-gpt3-h100", "train-mlperf41-gpt3-h100", "train-mlperf41-gpt3-b200")
 MEGATRON_2021_22 = ("train-megatron-sc21-", "train-korthikanti-", "op-layer-22b-")
+MEGASCALE_MOE = ("train-megascale-moe-352b-",)
 
 
 def _error(case: Case, **changes: object) -> float:
@@ -49,6 +53,8 @@ def main(path: Path) -> None:
             changes: dict[str, object] = {"tp_overlap": True, "zero": 1}
         elif case.id.startswith(MEGATRON_2021_22):
             changes = {"attention": "unfused"}
+        elif case.id.startswith(MEGASCALE_MOE):
+            changes = {"ep_overlap": True}
         else:
             continue
         setting = ", ".join(f"{k} {v}" for k, v in changes.items())

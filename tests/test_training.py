@@ -237,3 +237,16 @@ def test_eight_bit_training_keeps_the_output_layer_in_16_bits():
     }
     assert heads["fp8"] == pytest.approx(heads["bf16"])
     assert layers["fp8"] < 0.75 * layers["bf16"]
+
+
+def test_ep_overlap_hides_the_all_to_alls_under_compute_and_needs_experts():
+    with pytest.raises(TapeoutError, match=r"'ep_overlap': .* needs ep > 1"):
+        TrainingPlan(ep_overlap=True)
+    mix = get_model("mixtral-8x7b").config
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    plain, hidden = (
+        train_step(mix, h100(64), TrainingPlan(tp=2, ep=8, zero=1, ep_overlap=o), **base)
+        for o in (False, True)
+    )
+    assert hidden.breakdown_s["exposed_communication"] < plain.breakdown_s["exposed_communication"]
+    assert hidden.breakdown_s["compute"] == pytest.approx(plain.breakdown_s["compute"])

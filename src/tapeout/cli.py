@@ -302,6 +302,9 @@ def train(
     tp_overlap: Annotated[
         bool, typer.Option("--tp-overlap", help="Overlap sequence-parallel communication with the matmuls.")
     ] = False,
+    ep_overlap: Annotated[
+        bool, typer.Option("--ep-overlap", help="Expert all-to-alls under another micro-batch's compute.")
+    ] = False,
     attention: Annotated[str, typer.Option("--attention", help="flash (fused) or unfused.")] = "flash",
     recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
     zero: Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3.")] = 0,
@@ -317,7 +320,7 @@ def train(
     out = run_train(
         model, hardware, chips, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp, cp=cp,
         ep=ep, vpp=vpp, micro_batch=micro_batch, sequence_parallel=sequence_parallel, tp_overlap=tp_overlap,
-        attention=attention, recompute=recompute, zero=zero, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
+        ep_overlap=ep_overlap, attention=attention, recompute=recompute, zero=zero, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
     )  # fmt: skip
     if as_json:
         _print_json(out)
@@ -326,8 +329,8 @@ def train(
     console.print(
         f"{out['model']} on {chips} x {out['hardware']}: tp {p['tp']} pp {p['pp']} dp {p['dp']} cp {p['cp']} "
         f"ep {p['ep']} vpp {p['vpp']}, micro-batch {p['micro_batch']} ({p['micro_batches']} per step), "
-        f"sequence parallel {p['sequence_parallel']}, tp overlap {p['tp_overlap']}, {p['attention']} attention, "
-        f"recompute {p['recompute']}, ZeRO {p['zero']}"
+        f"sequence parallel {p['sequence_parallel']}, tp overlap {p['tp_overlap']}, ep overlap {p['ep_overlap']}, "
+        f"{p['attention']} attention, recompute {p['recompute']}, ZeRO {p['zero']}"
     )
     if "search" in out:
         s = out["search"]

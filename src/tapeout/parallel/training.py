@@ -10,7 +10,9 @@ ranks from the data- and context-parallel ranks, as Megatron-Core does, so it ne
 of its own. ZeRO 1, 2 and 3 shard the optimizer states, then the gradients, then the weights
 over the data-parallel ranks. `tp_overlap` runs sequence parallelism's all-gathers and
 reduce-scatters in chunks under the matmuls next to them (Transformer Engine's userbuffers, what
-NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on). `attention` is the
+NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on). `ep_overlap` runs one
+micro-batch's expert all-to-alls while another micro-batch computes (DeepSeek-V3's DualPipe,
+Megatron-Core's overlapped 1F1B for expert parallelism, MegaScale-MoE). `attention` is the
 kernel: `flash` (fused, FlashAttention-2) or `unfused` (the score matrix written to memory, then
 softmax, then the product with the values, as Megatron ran before fused kernels and as a new chip
 runs before it has one).
@@ -48,6 +50,7 @@ class TrainingPlan:
     micro_batch: int = 1
     sequence_parallel: bool = False
     tp_overlap: bool = False  # tensor-parallel communication overlapped with the matmuls
+    ep_overlap: bool = False  # one micro-batch's expert all-to-alls under another's compute
     attention: AttentionKernel = "flash"  # fused (FlashAttention) or scores kept in memory
     recompute: Recompute = "none"
     zero: int = 0
@@ -66,6 +69,10 @@ class TrainingPlan:
             raise TapeoutError(
                 f"field 'tp_overlap': overlaps sequence parallelism's all-gathers and reduce-scatters, so it "
                 f"needs tp > 1 and sequence_parallel (got tp {self.tp}, sequence_parallel {self.sequence_parallel})"
+            )
+        if self.ep_overlap and self.ep == 1:
+            raise TapeoutError(
+                "field 'ep_overlap': overlaps the expert all-to-alls, so it needs ep > 1 (got ep 1)"
             )
         if self.attention not in ATTENTION_KERNELS:
             raise TapeoutError(

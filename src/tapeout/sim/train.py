@@ -7,7 +7,8 @@ of `micro_batch x seq_len / cp` tokens:
   attention shares it `cp` ways; or unfused, the score matrix through memory), norms and
   pointwise ops, the tensor-parallel all-reduces
   (reduce-scatter plus all-gather with sequence parallelism: the same bytes; with `tp_overlap`
-  all but one chunk hidden under the matmuls), the expert all-to-alls;
+  all but one chunk hidden under the matmuls), the expert all-to-alls (with `ep_overlap` under
+  another micro-batch's compute);
 - backward: each matmul twice, as its input-gradient and its weight-gradient products; the
   FlashAttention-2 backward; the same communication again;
 - recompute: `full` runs each layer's forward again before its backward, `selective` the core
@@ -96,6 +97,7 @@ class TrainingResult:
             "memory_per_chip_gb": self.memory_gb,
             "plan": {"tp": p.tp, "pp": p.pp, "dp": self.dp, "cp": p.cp, "ep": p.ep, "vpp": p.vpp,
                      "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel, "tp_overlap": p.tp_overlap,
+                     "ep_overlap": p.ep_overlap,
                      "attention": p.attention,
                      "recompute": p.recompute, "zero": p.zero, "micro_batches": self.micro_batches},
         }  # fmt: skip
@@ -150,6 +152,7 @@ class _Shape:
     micro_batch: int
     sequence_parallel: bool
     tp_overlap: bool
+    ep_overlap: bool
     attention: str
     precision: Precision
     seq_len: int
@@ -157,7 +160,7 @@ class _Shape:
     @classmethod
     def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
         return cls(
-            plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.tp_overlap,
+            plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.tp_overlap, plan.ep_overlap,
             plan.attention, plan.precision, seq_len,
         )  # fmt: skip
 
@@ -285,6 +288,7 @@ class _Step:
         domain = self._domain(tp * max(1, p.ep if moe else 1))
         comm_cost = graph_cost(tp_comm, domain) if tp_comm else ZERO
         forward = graph_cost(fwd, sys)
+        backward = graph_cost(bwd, sys)
         if p.tp_overlap:
             # Split in `tp` chunks, each exchanged under the matmul of the one before: the first
             # chunk, and whatever the matmuls are too short to cover, stay exposed.
@@ -292,9 +296,13 @@ class _Step:
             comm_cost = _shortened(comm_cost, comm_cost.time_s - hidden)
         if moe and p.ep > 1:
             k = c.num_experts_per_tok or 1
-            comm_cost = comm_cost + graph_cost(
-                [AllToAll(ranks=p.ep, bytes_per_rank=t * k * h * 2)] * 2, domain
-            )
+            a2a = graph_cost([AllToAll(ranks=p.ep, bytes_per_rank=t * k * h * 2)] * 2, domain)
+            if p.ep_overlap:
+                # Two micro-batches interleaved: the dispatch and combine of one run under the
+                # other's forward and backward; half of that compute covers each direction.
+                hidden = min(a2a.time_s, (forward.time_s + backward.time_s) / 2)
+                a2a = _shortened(a2a, a2a.time_s - hidden)
+            comm_cost = comm_cost + a2a
         ring = 0.0
         if p.cp > 1:
             block = t * kv * (d + dv) * 2  # this rank's keys and values, bf16
@@ -305,7 +313,7 @@ class _Step:
                                 scale_out_gbit_s_per_chip=self.sys.nic_bandwidth * 8 / 1e9)  # fmt: skip
             ring = (p.cp - 1) * op_cost(SendRecv(ranks=2, bytes_per_rank=block), hop).time_s
         return _Layer(
-            forward=forward, backward=graph_cost(bwd, sys), attention=attention,
+            forward=forward, backward=backward, attention=attention,
             attention_backward=attention_b, comm_forward=comm_cost, comm_backward=comm_cost, ring_s=ring,
         )  # fmt: skip
 

@@ -34,6 +34,7 @@ def train(
     micro_batch: int = 1,
     sequence_parallel: bool = False,
     tp_overlap: bool = False,
+    ep_overlap: bool = False,
     attention: str = "flash",
     recompute: str = "none",
     zero: int = 0,
@@ -66,7 +67,7 @@ def train(
     if search:
         found = search_plans(
             config, system, seq_len=seq_len, global_batch=global_batch, precision=prec, budget=budget,
-            tp_overlap=tp_overlap, attention=kernel,
+            tp_overlap=tp_overlap, ep_overlap=ep_overlap, attention=kernel,
         )  # fmt: skip
         result = found.best
         extra["search"] = {"tried": found.tried, "feasible": found.feasible, "exhausted": found.exhausted,
@@ -74,7 +75,8 @@ def train(
     else:
         plan = TrainingPlan(
             tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
-            sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, attention=kernel, recompute=rc,
+            sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, ep_overlap=ep_overlap,
+            attention=kernel, recompute=rc,
             zero=zero, precision=prec,
         )  # fmt: skip
         result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)

@@ -5,9 +5,9 @@ parallelism over powers of two, pipeline stages, interleaving, micro-batch, expe
 recomputation and ZeRO; data parallelism takes the remaining chips. Each candidate is checked
 for consistency and memory first (cheap), and only then timed by `train_step`; layer costs are
 cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
-`tp_overlap` says whether the software overlaps tensor-parallel communication (then every plan
-with tp > 1 uses it) and `attention` which attention kernel it has (unfused: no context
-parallelism). The search stops after `budget` candidates and reports how many it tried, how many fit, and
+`tp_overlap` and `ep_overlap` say whether the software overlaps tensor-parallel and expert
+communication (then every plan with tp > 1, or ep > 1, uses it) and `attention` which attention
+kernel it has (unfused: no context parallelism). The search stops after `budget` candidates and reports how many it tried, how many fit, and
 why the others failed.
 """
 
@@ -44,6 +44,7 @@ def _candidates(
     seq_len: int,
     precision: Precision,
     tp_overlap: bool,
+    ep_overlap: bool,
     attention: AttentionKernel,
 ) -> Iterator[TrainingPlan]:
     chips, domain = system.chips, max(1, system.scale_up_domain)
@@ -65,7 +66,7 @@ def _candidates(
                                     yield TrainingPlan(
                                         tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb,
                                         sequence_parallel=tp > 1, tp_overlap=tp_overlap and tp > 1,
-                                        attention=attention, recompute=recompute, zero=zero,
+                                        ep_overlap=ep_overlap and ep > 1, attention=attention, recompute=recompute, zero=zero,
                                         precision=precision,
                                     )  # fmt: skip
 
@@ -86,6 +87,7 @@ def search(
     precision: Precision = "bf16",
     budget: int = 200_000,
     tp_overlap: bool = False,
+    ep_overlap: bool = False,
     attention: AttentionKernel = "flash",
 ) -> SearchResult:
     """The fastest plan that fits, among at most `budget` candidates.
@@ -102,7 +104,7 @@ def search(
     tried = feasible = 0
     failures: Counter[str] = Counter()
     exhausted = True
-    for plan in _candidates(model, system, seq_len, precision, tp_overlap, attention):
+    for plan in _candidates(model, system, seq_len, precision, tp_overlap, ep_overlap, attention):
         if tried >= budget:
             exhausted = False
             break
