@@ -214,16 +214,18 @@ def test_activations_are_korthikantis_34_sbh_for_a_gpt_layer():
     assert r.memory_gb["activations"] * 1e9 == pytest.approx(expected, rel=1e-9)
 
 
-def test_each_routed_expert_adds_its_copy_mlp_and_output_to_the_activations():
-    """One more expert per token keeps its routed copy (2h), its output (2h) and its gated MLP's
-    up-projections and product (3 x 2 x 14336): 25 h bytes per token and layer for Mixtral."""
+@pytest.mark.parametrize(("tp", "ep"), [(1, 8), (2, 4)])
+def test_each_routed_expert_adds_its_copy_mlp_and_output_to_the_activations(tp, ep):
+    """One more expert per token keeps its routed copy (2h) and its output (2h), whole on every
+    tensor-parallel rank even with sequence parallelism, and its gated MLP's up-projections and
+    product (3 x 2 x 14336), split over them: 25 h bytes per token and layer for Mixtral at tp 1."""
     base = dict(seq_len=4096, global_batch=8, check_memory=False)
     top1, top2 = (MIXTRAL.model_copy(update={"num_experts_per_tok": k}) for k in (1, 2))
-    plan = TrainingPlan(ep=8)
+    plan = TrainingPlan(tp=tp, ep=ep, sequence_parallel=tp > 1)
     one = train_step(top1, h100(8), plan, **base).memory_gb["activations"]
     two = train_step(top2, h100(8), plan, **base).memory_gb["activations"]
     h = MIXTRAL.hidden_size
-    per_layer = 4096 * h * (2 + 2 + 6 * 14336 / h)
+    per_layer = 4096 * h * (2 + 2 + 6 * 14336 / h / tp)
     assert (two - one) * 1e9 == pytest.approx(MIXTRAL.num_hidden_layers * per_layer, rel=1e-9)
 
 

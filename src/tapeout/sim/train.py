@@ -506,9 +506,10 @@ def _group(system: System, ranks: int, *, stride: int) -> System:
 
 
 @lru_cache(maxsize=256)
-def _activation_units(c: LLMConfig, eight_bit: bool) -> tuple[float, float]:
+def _activation_units(c: LLMConfig, eight_bit: bool) -> tuple[float, float, float]:
     """Bytes one token keeps per layer for its backward, in units of `hidden_size`, averaged over
-    the layers: (held whole by every tensor-parallel rank, split over them).
+    the layers: (held whole by every tensor-parallel rank unless sequence parallelism splits it,
+    split over them, held whole even with sequence parallelism).
 
     Korthikanti et al. 2022 (section 4.1) count 34 for a GPT layer: 10 replicated (two norm
     inputs, the attention and MLP inputs, two dropout masks) and 24 split (query, key, value,
@@ -517,7 +518,10 @@ def _activation_units(c: LLMConfig, eight_bit: bool) -> tuple[float, float]:
     both its up-projections, and an MoE layer keeps, for each of a token's `k` experts, the
     token's routed copy, the expert's MLP items and the expert's output (weighed by the router
     in the combine). Fused attention keeps no score matrix. With 8-bit matmuls the inputs of
-    the products are kept as their 8-bit casts (Transformer Engine, AQT).
+    the products are kept as their 8-bit casts (Transformer Engine, AQT). The routed copies and
+    the experts' outputs stay whole on every tensor-parallel rank: the dispatcher gathers each
+    expert's tokens to all the ranks that hold a slice of it, and its output, summed over them,
+    is scattered back only after the combine.
     """
     h = c.hidden_size
     cast = 1 if eight_bit else 2  # bytes of a matmul input kept for its weight gradient
@@ -529,21 +533,22 @@ def _activation_units(c: LLMConfig, eight_bit: bool) -> tuple[float, float]:
     attn_split = (2 * heads * d + 2 * kv * (d + dv) + cast * heads * dv) / h
     g = 2 if c.gated_mlp else 1
     kinds = _layer_census(c)[0]
-    replicated = split = 0.0
+    replicated = split = routed = 0.0
     for moe, count in kinds.items():
+        share = count / c.num_hidden_layers
         if moe:
             k = c.num_experts_per_tok or 1
             f = c.moe_intermediate_size or c.ffn_size
             expert = (2 * g * f + cast * f) / h
-            mlp_replicated = 2 + k * (cast + 2)  # the router's input; per expert the copy and output
+            mlp_replicated = 2.0  # the router's input
             mlp_split = k * expert + c.n_shared_experts * expert
+            routed += share * k * (cast + 2)  # per routed expert, the copy and the output
         else:
             mlp_replicated = cast
             mlp_split = (2 * g * c.ffn_size + cast * c.ffn_size) / h
-        share = count / c.num_hidden_layers
         replicated += share * (attn_replicated + mlp_replicated)
         split += share * (attn_split + mlp_split)
-    return replicated, split
+    return replicated, split, routed
 
 
 @lru_cache(maxsize=256)
@@ -584,17 +589,16 @@ def _memory(
     if p.zero >= 3:  # the layer being computed and the one prefetched, gathered whole
         _, shared, routed = _layer_census(c)
         weights += 2 * (shared / p.tp + routed / (p.tp * p.ep)) / c.num_hidden_layers * WEIGHT_BYTES
-    # Activations of one layer and micro-batch: s b h x (replicated + split / tp) bytes, or all
-    # of it over tp with sequence parallelism (see `_activation_units`).
+    # Activations of one layer and micro-batch: s b h x (replicated + split / tp + routed) bytes,
+    # the replicated part over tp too with sequence parallelism (see `_activation_units`).
     b, h = p.micro_batch, c.hidden_size
     sl = s / p.cp
-    replicated, split = _activation_units(c, BYTES_PER_ELEMENT[p.precision] < 2)
+    replicated, split, routed = _activation_units(c, BYTES_PER_ELEMENT[p.precision] < 2)
     if p.recompute == "full":
         per_layer = 2 * sl * b * h / (p.tp if p.sequence_parallel else 1)
     else:
-        per_layer = (
-            sl * b * h * ((replicated + split) / p.tp if p.sequence_parallel else replicated + split / p.tp)
-        )
+        whole = routed + (0.0 if p.sequence_parallel else replicated)
+        per_layer = sl * b * h * (whole + (split + (replicated if p.sequence_parallel else 0.0)) / p.tp)
         if p.attention == "unfused" and p.recompute == "none":
             # The scores and the softmax's output, with its dropout mask: 5 a s^2 b bytes, tp-split.
             per_layer += 5 * c.num_attention_heads * sl * sl * b / p.tp
