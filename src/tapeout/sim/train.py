@@ -173,7 +173,9 @@ def _layer_cost(model: LLMConfig, system: System, shape: _Shape, moe: bool) -> _
 def _head_precision(precision: Precision) -> Precision:
     """The output layer's matmul precision: 16-bit under 8-bit training, whose recipes cover
     the transformer layers' linear modules (Transformer Engine's fp8 layers; AQT's dense
-    layers), not Megatron's output layer nor logits taken from the embedding."""
+    layers), not Megatron's output layer nor logits taken from the embedding (Megatron-Bridge,
+    docs/training/moe-optimization.md: "embeddings, output layer, gradients, optimizer stay in
+    original precision")."""
     return "bf16" if BYTES_PER_ELEMENT[precision] < 2 else precision
 
 
