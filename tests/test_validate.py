@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tapeout.errors import TapeoutError
-from tapeout.validate import PUBLIC_CASES, load_cases, run
+from tapeout.validate import PUBLIC_CASES, load_cases, predict, run
 
 OP_KINDS = ("gemm", "attention", "memory", "collective")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "validation" / "public_cases.yaml"
@@ -155,3 +155,13 @@ def test_yaml_cannot_run_code(tmp_path):
     path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(TapeoutError, match="not valid YAML"):
         load_cases(path)
+
+
+def test_heldout_training_file_is_valid_and_every_case_predicted():
+    """The Megatron-Bridge held-out check stays a valid case file the training model covers."""
+    path = Path(__file__).parents[1] / "benchmarks" / "heldout" / "megatron-bridge-25.11.yaml"
+    cases = load_cases(path)
+    assert len(cases) == 16 and {c.kind for c in cases} == {"llm_training"}
+    for case in cases:
+        result = predict(case)
+        assert result.predicted is not None and result.predicted > 0, (case.id, result)
