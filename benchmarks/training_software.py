@@ -26,8 +26,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from tapeout.sim.train import train_step
-from tapeout.validate import PUBLIC_CASES, Case, load_cases, training_setup
+from tapeout.validate import PUBLIC_CASES, Case, load_cases, training_prediction, training_setup
 
 MLPERF_NVIDIA = ("train-mlperf40-gpt3-h100", "train-mlperf41-gpt3-h100", "train-mlperf41-gpt3-b200")
 MEGATRON_2021_22 = ("train-megatron-sc21-", "train-korthikanti-", "op-layer-22b-")
@@ -35,13 +34,8 @@ MEGASCALE_MOE = ("train-megascale-moe-352b-",)
 
 
 def _error(case: Case, **changes: object) -> float:
-    model, plan = training_setup(case)
-    plan = dataclasses.replace(plan, **changes)  # type: ignore[arg-type]
-    p = case.params
-    r = train_step(model, case.system(), plan, seq_len=p.seq_len, global_batch=p.global_batch,
-                   layers_only=p.layers is not None, check_memory=False)  # fmt: skip
-    predicted = {"step_time_s": r.step_time_s, "tokens_per_s": r.tokens_per_s}[case.metric]
-    return predicted / case.value - 1
+    plan = dataclasses.replace(training_setup(case)[1], **changes)  # type: ignore[arg-type]
+    return training_prediction(case, case.system(), plan) / case.value - 1
 
 
 def main(path: Path) -> None:

@@ -384,13 +384,18 @@ def training_setup(case: Case) -> tuple[LLMConfig, TrainingPlan]:
     return model, plan
 
 
-@predictor("llm_training")
-def _llm_training(case: Case, system: System) -> float:
+def training_prediction(case: Case, system: System, plan: TrainingPlan | None = None) -> float:
+    """The case's metric for its stated plan, or for `plan` (what-ifs on the same case)."""
     p: LlmTrainingParams = case.params
-    model, plan = training_setup(case)
-    result = train_step(model, system, plan, seq_len=p.seq_len, global_batch=p.global_batch,
+    model, stated = training_setup(case)
+    result = train_step(model, system, plan or stated, seq_len=p.seq_len, global_batch=p.global_batch,
                         layers_only=p.layers is not None, check_memory=False)  # fmt: skip
     return {"step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s}[case.metric]
+
+
+@predictor("llm_training")
+def _llm_training(case: Case, system: System) -> float:
+    return training_prediction(case, system)
 
 
 @predictor("recsys_inference")
