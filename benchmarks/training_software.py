@@ -12,7 +12,15 @@ to have differed, from their own published configurations:
   selective recomputation are built around the stored score matrix);
 - MegaScale-MoE overlaps its expert communication with computation (arXiv:2505.11432, abstract:
   "a holistic approach to overlap communication with computation"): `ep_overlap` on its own
-  runs, not on the Megatron-LM baseline's.
+  runs, not on the Megatron-LM baseline's;
+- Google's MLPerf v3.1 GPT-3 run on 16 TPU v5e slices names the PAX experiment
+  `C4SpmdGpt3AdamDataParallel16x16x16Int8` (its `run_and_time.sh`), whose class sets
+  `ICI_MESH_SHAPE = [1, 16, 16]` (replica, data, model inside a 256-chip slice) and
+  `DCN_MESH_SHAPE = [16, 1, 1]` (replicas across slices): tensor parallelism 16 with the
+  activations sharded as sequence parallelism does, the weights sharded over the 16 data ranks
+  of a slice and replicated across slices. The case states only ZeRO-3 over every chip:
+  `tp 16`, `sequence_parallel`, `zero_shard 16` here. Its rematerialization policy was not read;
+  recomputation stays as the case states.
 
 This prints each such case's error as validated and under those settings. It is a what-if,
 not validation: the settings come from outside the case file.
@@ -31,6 +39,7 @@ from tapeout.validate import PUBLIC_CASES, Case, load_cases, training_prediction
 MLPERF_NVIDIA = ("train-mlperf40-gpt3-h100", "train-mlperf41-gpt3-h100", "train-mlperf41-gpt3-b200")
 MEGATRON_2021_22 = ("train-megatron-sc21-", "train-korthikanti-", "op-layer-22b-")
 MEGASCALE_MOE = ("train-megascale-moe-352b-",)
+PAX_V5E = ("train-mlperf31-gpt3-tpuv5e-",)
 
 
 def _error(case: Case, **changes: object) -> float:
@@ -49,6 +58,8 @@ def main(path: Path) -> None:
             changes = {"attention": "unfused"}
         elif case.id.startswith(MEGASCALE_MOE):
             changes = {"ep_overlap": True}
+        elif case.id.startswith(PAX_V5E):
+            changes = {"tp": 16, "cp": 1, "sequence_parallel": True, "zero_shard": 16}
         else:
             continue
         setting = ", ".join(f"{k} {v}" for k, v in changes.items())

@@ -57,6 +57,33 @@ def test_a_plan_that_does_not_fit_names_the_overflow():
         train_step(LLAMA70, h100(8), TrainingPlan(tp=8), seq_len=8192, global_batch=8)
 
 
+def test_hybrid_sharding_is_checked_against_zero_and_the_data_parallel_ranks():
+    with pytest.raises(TapeoutError, match="field 'zero_shard': 8 ranks, but zero 0 shards nothing"):
+        TrainingPlan(zero_shard=8)
+    with pytest.raises(TapeoutError, match="field 'zero_shard': must be an integer >= 1 ranks, got 0"):
+        TrainingPlan(zero=1, zero_shard=0)
+    with pytest.raises(TapeoutError, match="field 'zero_shard': 3 ranks does not divide the dp x cp = 8"):
+        TrainingPlan(zero=1, zero_shard=3).resolve(LLAMA8, 8, 4096, 64)
+
+
+def test_hybrid_sharding_keeps_states_and_gathers_inside_each_group():
+    """ZeRO-3 over the 8 data-parallel ranks of each node, replicated over 4 nodes, keeps four
+    times the states of ZeRO-3 over all 32."""
+    base = dict(seq_len=4096, global_batch=64, check_memory=False)
+    full = train_step(LLAMA8, h100(32), TrainingPlan(zero=3), **base)
+    same = train_step(LLAMA8, h100(32), TrainingPlan(zero=3, zero_shard=32), **base)
+    hybrid = train_step(LLAMA8, h100(32), TrainingPlan(zero=3, zero_shard=8), **base)
+    assert same.step_time_s == full.step_time_s and same.memory_gb == full.memory_gb
+    for part in ("weights", "gradients", "optimizer"):
+        assert hybrid.memory_gb[part] > full.memory_gb[part]
+    assert hybrid.memory_gb["optimizer"] == pytest.approx(4 * full.memory_gb["optimizer"])
+    assert hybrid.as_dict()["plan"]["zero_shard"] == 8
+    # One-rank groups shard nothing: the plain all-reduce and whole states of zero 0.
+    plain = train_step(LLAMA8, h100(32), TrainingPlan(zero=0), **base)
+    alone = train_step(LLAMA8, h100(32), TrainingPlan(zero=1, zero_shard=1), **base)
+    assert alone.step_time_s == pytest.approx(plain.step_time_s) and alone.memory_gb == plain.memory_gb
+
+
 def test_model_flops_are_six_n_plus_attention():
     c = LLAMA8
     n = c.active_param_count() - c.embedding_params()
@@ -138,6 +165,10 @@ def test_train_api_and_cli_json():
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["search"]["tried"] == 300 and data["tokens_per_s"] > 0
+    res = CliRunner().invoke(app, ["train", "llama-3.1-8b", "--hardware", "h100-sxm", "--chips", "16", "--seq-len",
+                                   "4096", "--global-batch", "64", "--zero", "1", "--zero-shard", "8", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["plan"]["zero_shard"] == 8
 
 
 def test_train_rejects_unknown_precision():

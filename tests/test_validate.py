@@ -157,11 +157,12 @@ def test_yaml_cannot_run_code(tmp_path):
         load_cases(path)
 
 
-def test_heldout_training_file_is_valid_and_every_case_predicted():
-    """The Megatron-Bridge held-out check stays a valid case file the training model covers."""
-    path = Path(__file__).parents[1] / "benchmarks" / "heldout" / "megatron-bridge-25.11.yaml"
+@pytest.mark.parametrize(("name", "rows"), [("megatron-bridge-25.11.yaml", 16), ("nemo-24.07.yaml", 9)])
+def test_heldout_training_file_is_valid_and_every_case_predicted(name, rows):
+    """The held-out checks stay valid case files the training model covers."""
+    path = Path(__file__).parents[1] / "benchmarks" / "heldout" / name
     cases = load_cases(path)
-    assert len(cases) == 16 and {c.kind for c in cases} == {"llm_training"}
+    assert len(cases) == rows and {c.kind for c in cases} == {"llm_training"}
     for case in cases:
         result = predict(case)
         assert result.predicted is not None and result.predicted > 0, (case.id, result)

@@ -308,6 +308,12 @@ def train(
     attention: Annotated[str, typer.Option("--attention", help="flash (fused) or unfused.")] = "flash",
     recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
     zero: Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3.")] = 0,
+    zero_shard: Annotated[
+        int | None,
+        typer.Option(
+            "--zero-shard", help="Shard ZeRO over groups of N data-parallel ranks (hybrid sharding)."
+        ),
+    ] = None,
     precision: Annotated[str, typer.Option("--precision", help="Matmul precision.")] = "bf16",
     do_search: Annotated[bool, typer.Option("--search", help="Find the fastest plan that fits.")] = False,
     budget: Annotated[int, typer.Option("--budget", help="Plans the search may try.")] = 200_000,
@@ -320,7 +326,7 @@ def train(
     out = run_train(
         model, hardware, chips, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp, cp=cp,
         ep=ep, vpp=vpp, micro_batch=micro_batch, sequence_parallel=sequence_parallel, tp_overlap=tp_overlap,
-        ep_overlap=ep_overlap, attention=attention, recompute=recompute, zero=zero, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
+        ep_overlap=ep_overlap, attention=attention, recompute=recompute, zero=zero, zero_shard=zero_shard, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
     )  # fmt: skip
     if as_json:
         _print_json(out)
@@ -331,6 +337,7 @@ def train(
         f"ep {p['ep']} vpp {p['vpp']}, micro-batch {p['micro_batch']} ({p['micro_batches']} per step), "
         f"sequence parallel {p['sequence_parallel']}, tp overlap {p['tp_overlap']}, ep overlap {p['ep_overlap']}, "
         f"{p['attention']} attention, recompute {p['recompute']}, ZeRO {p['zero']}"
+        + (f" sharded over {p['zero_shard']} ranks" if p["zero_shard"] else "")
     )
     if "search" in out:
         s = out["search"]

@@ -8,7 +8,11 @@ holding `vpp` interleaved chunks (when they do not divide evenly, the busiest st
 attention); data parallelism replicates the rest `dp` ways. Expert parallelism takes its `ep`
 ranks from the data- and context-parallel ranks, as Megatron-Core does, so it needs no chips
 of its own. ZeRO 1, 2 and 3 shard the optimizer states, then the gradients, then the weights
-over the data-parallel ranks. `tp_overlap` runs sequence parallelism's all-gathers and
+over the data-parallel ranks; with `zero_shard` over groups of that many neighbouring ranks
+instead, the groups holding replicas of each other (hybrid sharding: PyTorch FSDP's
+HYBRID_SHARD, Megatron's `--num-distributed-optimizer-instances`, a TPU slice's data axis
+replicated across slices), so the gathers stay in the group and only the gradient shards cross
+between groups. `tp_overlap` runs sequence parallelism's all-gathers and
 reduce-scatters in chunks under the matmuls next to them (Transformer Engine's userbuffers, what
 NeMo's `tp_comm_overlap` and Megatron's `--tp-comm-overlap` turn on). `ep_overlap` runs one
 micro-batch's expert all-to-alls while another micro-batch computes (DeepSeek-V3's DualPipe,
@@ -54,6 +58,7 @@ class TrainingPlan:
     attention: AttentionKernel = "flash"  # fused (FlashAttention) or scores kept in memory
     recompute: Recompute = "none"
     zero: int = 0
+    zero_shard: int | None = None  # ranks one ZeRO group shards over (None: all data-parallel ranks)
     precision: Precision = "bf16"  # of the matmuls (fp8 and int8 keep bf16 attention and weights)
 
     def __post_init__(self) -> None:
@@ -85,6 +90,15 @@ class TrainingPlan:
             )
         if self.zero not in (0, 1, 2, 3):
             raise TapeoutError(f"field 'zero': must be 0, 1, 2 or 3, got {self.zero!r}")
+        if self.zero_shard is not None:
+            if not isinstance(self.zero_shard, int) or self.zero_shard < 1:
+                raise TapeoutError(
+                    f"field 'zero_shard': must be an integer >= 1 ranks, got {self.zero_shard!r}"
+                )
+            if self.zero == 0:
+                raise TapeoutError(
+                    f"field 'zero_shard': {self.zero_shard} ranks, but zero 0 shards nothing; set zero 1-3"
+                )
 
     @property
     def model_chips(self) -> int:
@@ -140,6 +154,11 @@ class TrainingPlan:
                     f"field 'ep': {self.ep} does not divide dp x cp = {dp * self.cp} (experts take their ranks "
                     "from the data- and context-parallel ones)"
                 )
+        if self.zero_shard is not None and (dp * self.cp) % self.zero_shard:
+            raise TapeoutError(
+                f"field 'zero_shard': {self.zero_shard} ranks does not divide the dp x cp = {dp * self.cp} "
+                "ranks that hold each weight"
+            )
         if global_batch % (dp * self.micro_batch):
             raise TapeoutError(
                 f"field 'global_batch': {global_batch} sequences do not split into dp {dp} x micro_batch "

@@ -26,7 +26,9 @@ overlaps the backward after that chunk's last micro-batch, as Megatron's overlap
 reduction does, dense weights over their dp x cp copies and routed experts over their
 dp x cp / ep copies (Megatron-Core's expert-data-parallel group); ZeRO-1/2 all-gather
 the updated weights after the step; ZeRO-3 all-gathers each stage's weights for every forward
-and backward, hidden behind the compute it prefetches for. The optimizer (Adam with fp32 master
+and backward, hidden behind the compute it prefetches for. With `zero_shard` (hybrid sharding)
+the reduce-scatter and the gathers run inside each shard group and an all-reduce of one
+shard's gradients joins the groups' replicas. The optimizer (Adam with fp32 master
 weights) streams its states once after a pass over the gradients for their global norm. A
 sustained load runs at the clock its TDP allows, as in serving (`tapeout.sim.llm`).
 
@@ -99,7 +101,8 @@ class TrainingResult:
                      "micro_batch": p.micro_batch, "sequence_parallel": p.sequence_parallel, "tp_overlap": p.tp_overlap,
                      "ep_overlap": p.ep_overlap,
                      "attention": p.attention,
-                     "recompute": p.recompute, "zero": p.zero, "micro_batches": self.micro_batches},
+                     "recompute": p.recompute, "zero": p.zero, "zero_shard": p.zero_shard,
+                     "micro_batches": self.micro_batches},
         }  # fmt: skip
 
 
@@ -412,16 +415,22 @@ def train_step(
     holders = (dp * p.cp, dp * p.cp // p.ep)
     strides = (p.tp, p.tp * p.ep)
     for params, ranks, stride in zip(_stage_params(c, p, layers_only), holders, strides, strict=True):
-        optimizer_s += params / (ranks if p.zero >= 1 else 1) * OPTIMIZER_TRAFFIC_BYTES / memory_rate
+        shard = _shard(p, ranks, stride)
+        optimizer_s += params / shard * OPTIMIZER_TRAFFIC_BYTES / memory_rate
         if ranks == 1 or params == 0:
             continue
-        group = _group(system, ranks, stride=stride)
         grads = params * 2  # reduced in bf16
-        if p.zero == 0:
-            dp_s += op_cost(AllReduce(ranks=ranks, bytes_per_rank=grads), group).time_s
+        if shard == 1:
+            dp_s += op_cost(
+                AllReduce(ranks=ranks, bytes_per_rank=grads), _group(system, ranks, stride=stride)
+            ).time_s
             continue
-        dp_s += op_cost(ReduceScatter(ranks=ranks, bytes_per_rank=grads), group).time_s
-        gather = op_cost(AllGather(ranks=ranks, bytes_per_rank=params * WEIGHT_BYTES), group).time_s
+        group = _group(system, shard, stride=stride)
+        dp_s += op_cost(ReduceScatter(ranks=shard, bytes_per_rank=grads), group).time_s
+        if shard < ranks:  # hybrid: the shard groups sum their shards, each with its replicas
+            across = _group(system, ranks // shard, stride=stride * shard)
+            dp_s += op_cost(AllReduce(ranks=ranks // shard, bytes_per_rank=grads / shard), across).time_s
+        gather = op_cost(AllGather(ranks=shard, bytes_per_rank=params * WEIGHT_BYTES), group).time_s
         if p.zero < 3:
             dp_s += gather
         else:
@@ -579,15 +588,28 @@ def _stage_params(c: LLMConfig, p: TrainingPlan, layers_only: bool) -> tuple[flo
     return dense, routed / (p.tp * p.ep) * stage
 
 
+def _shard(p: TrainingPlan, ranks: int, stride: int) -> int:
+    """Ranks a ZeRO group shards one weight's states over: all `ranks` holders (placed `stride`
+    chips apart), or with `zero_shard` those of them inside one group's span of
+    `zero_shard x tp` chips; 1 without ZeRO."""
+    if p.zero == 0:
+        return 1
+    if p.zero_shard is None:
+        return ranks
+    return math.gcd(ranks, max(1, p.zero_shard * p.tp // stride))
+
+
 def _memory(
     c: LLMConfig, system: System, p: TrainingPlan, dp: int, s: int, layers_only: bool
 ) -> dict[str, float]:
     """GB per chip of the first stage (it keeps the most micro-batches in flight)."""
     weights = grads = optimizer = 0.0
-    for params, ranks in zip(_stage_params(c, p, layers_only), (dp * p.cp, dp * p.cp // p.ep), strict=True):
-        weights += params * WEIGHT_BYTES / (ranks if p.zero >= 3 else 1)
-        grads += params * GRAD_BYTES / (ranks if p.zero >= 2 else 1)
-        optimizer += params * OPTIMIZER_BYTES / (ranks if p.zero >= 1 else 1)
+    holders = ((dp * p.cp, p.tp), (dp * p.cp // p.ep, p.tp * p.ep))
+    for params, (ranks, stride) in zip(_stage_params(c, p, layers_only), holders, strict=True):
+        shard = _shard(p, ranks, stride)
+        weights += params * WEIGHT_BYTES / (shard if p.zero >= 3 else 1)
+        grads += params * GRAD_BYTES / (shard if p.zero >= 2 else 1)
+        optimizer += params * OPTIMIZER_BYTES / shard
     if p.zero >= 3:  # the layer being computed and the one prefetched, gathered whole
         _, shared, routed = _layer_census(c)
         weights += 2 * (shared / p.tp + routed / (p.tp * p.ep)) / c.num_hidden_layers * WEIGHT_BYTES

@@ -38,6 +38,7 @@ def train(
     attention: str = "flash",
     recompute: str = "none",
     zero: int = 0,
+    zero_shard: int | None = None,
     precision: str = "bf16",
     search: bool = False,
     budget: int = 200_000,
@@ -77,7 +78,7 @@ def train(
             tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
             sequence_parallel=sequence_parallel, tp_overlap=tp_overlap, ep_overlap=ep_overlap,
             attention=kernel, recompute=rc,
-            zero=zero, precision=prec,
+            zero=zero, zero_shard=zero_shard, precision=prec,
         )  # fmt: skip
         result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
     return {

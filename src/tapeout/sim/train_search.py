@@ -2,7 +2,8 @@
 
 The search enumerates tensor parallelism inside a scale-up domain (heads permitting), context
 parallelism over powers of two, pipeline stages, interleaving, micro-batch, expert parallelism,
-recomputation and ZeRO; data parallelism takes the remaining chips. Each candidate is checked
+recomputation and ZeRO (over all data-parallel ranks, or hybrid: over the ranks of one scale-up
+domain, replicated across domains); data parallelism takes the remaining chips. Each candidate is checked
 for consistency and memory first (cheap), and only then timed by `train_step`; layer costs are
 cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
 `tp_overlap` and `ep_overlap` say whether the software overlaps tensor-parallel and expert
@@ -56,18 +57,23 @@ def _candidates(
             for pp in range(1, model.num_hidden_layers + 1):
                 if chips % (tp * cp * pp):
                     continue
+                # ZeRO over all data-parallel ranks, or hybrid: over those inside one scale-up domain.
+                holders, inside = chips // (tp * pp), domain // tp
+                zeros: list[tuple[int, int | None]] = [(0, None), (1, None), (3, None)]
+                if 1 < inside < holders and holders % inside == 0:
+                    zeros += [(1, inside), (3, inside)]
                 for vpp in VPP if pp > 1 else (1,):
                     if pp * vpp > model.num_hidden_layers:
                         break
                     for ep in eps:
                         for mb in MICRO_BATCHES:
                             for recompute in RECOMPUTE:
-                                for zero in (0, 1, 3):
+                                for zero, shard in zeros:
                                     yield TrainingPlan(
                                         tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch=mb,
                                         sequence_parallel=tp > 1, tp_overlap=tp_overlap and tp > 1,
                                         ep_overlap=ep_overlap and ep > 1, attention=attention, recompute=recompute, zero=zero,
-                                        precision=precision,
+                                        zero_shard=shard, precision=precision,
                                     )  # fmt: skip
 
 
