@@ -152,6 +152,21 @@ def test_search_with_no_feasible_plan_says_what_failed():
         search(get_model("llama-3.1-405b").config, h100(8), seq_len=8192, global_batch=8)
 
 
+def test_search_keeps_the_plan_fields_it_is_given():
+    r = search(LLAMA8, h100(8), seq_len=4096, global_batch=64, fixed={"tp": 4, "zero": 1})
+    assert (r.best.plan.tp, r.best.plan.zero) == (4, 1) and r.feasible > 0
+    with pytest.raises(TapeoutError, match="field 'precision': not a plan choice the search makes"):
+        search(LLAMA8, h100(8), seq_len=4096, global_batch=64, fixed={"precision": "fp8"})
+    with pytest.raises(
+        TapeoutError, match=r"global_batch 64, tp 3\): tried 0 plans; .*none is among the candidates"
+    ):
+        search(LLAMA8, h100(8), seq_len=4096, global_batch=64, fixed={"tp": 3})
+    res = CliRunner().invoke(app, ["train", "llama-3.1-8b", "--hardware", "h100-sxm", "--chips", "8", "--seq-len",
+                                   "4096", "--global-batch", "64", "--search", "--tp", "2", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["plan"]["tp"] == 2
+
+
 def test_search_budget_is_respected():
     r = search(LLAMA8, h100(8), seq_len=4096, global_batch=64, budget=50)
     assert r.tried == 50 and not r.exhausted

@@ -291,13 +291,13 @@ def train(
     chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")],
     global_batch: Annotated[int, typer.Option("--global-batch", help="Sequences per step.")],
-    tp: Annotated[int, typer.Option("--tp")] = 1,
-    pp: Annotated[int, typer.Option("--pp")] = 1,
+    tp: Annotated[int | None, typer.Option("--tp", help="Default 1.")] = None,
+    pp: Annotated[int | None, typer.Option("--pp", help="Default 1.")] = None,
     dp: Annotated[int | None, typer.Option("--dp", help="Default: chips / (tp x pp x cp).")] = None,
-    cp: Annotated[int, typer.Option("--cp")] = 1,
-    ep: Annotated[int, typer.Option("--ep")] = 1,
-    vpp: Annotated[int, typer.Option("--vpp", help="Interleaved chunks per stage.")] = 1,
-    micro_batch: Annotated[int, typer.Option("--micro-batch")] = 1,
+    cp: Annotated[int | None, typer.Option("--cp", help="Default 1.")] = None,
+    ep: Annotated[int | None, typer.Option("--ep", help="Default 1.")] = None,
+    vpp: Annotated[int | None, typer.Option("--vpp", help="Interleaved chunks per stage; default 1.")] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Default 1.")] = None,
     sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel")] = False,
     tp_overlap: Annotated[
         bool, typer.Option("--tp-overlap", help="Overlap sequence-parallel communication with the matmuls.")
@@ -306,8 +306,10 @@ def train(
         bool, typer.Option("--ep-overlap", help="Expert all-to-alls under another micro-batch's compute.")
     ] = False,
     attention: Annotated[str, typer.Option("--attention", help="flash (fused) or unfused.")] = "flash",
-    recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
-    zero: Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3.")] = 0,
+    recompute: Annotated[
+        str | None, typer.Option("--recompute", help="none (default), selective or full.")
+    ] = None,
+    zero: Annotated[int | None, typer.Option("--zero", help="ZeRO stage 0-3; default 0.")] = None,
     zero_shard: Annotated[
         int | None,
         typer.Option(
@@ -315,7 +317,10 @@ def train(
         ),
     ] = None,
     precision: Annotated[str, typer.Option("--precision", help="Matmul precision.")] = "bf16",
-    do_search: Annotated[bool, typer.Option("--search", help="Find the fastest plan that fits.")] = False,
+    do_search: Annotated[
+        bool,
+        typer.Option("--search", help="Find the fastest plan that fits; plan flags given pin the search."),
+    ] = False,
     budget: Annotated[int, typer.Option("--budget", help="Plans the search may try.")] = 200_000,
     chips_per_node: Annotated[int | None, typer.Option("--chips-per-node")] = None,
     as_json: JsonFlag = False,
@@ -325,7 +330,7 @@ def train(
 
     out = run_train(
         model, hardware, chips, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp, cp=cp,
-        ep=ep, vpp=vpp, micro_batch=micro_batch, sequence_parallel=sequence_parallel, tp_overlap=tp_overlap,
+        ep=ep, vpp=vpp, micro_batch=micro_batch, sequence_parallel=sequence_parallel or None, tp_overlap=tp_overlap,
         ep_overlap=ep_overlap, attention=attention, recompute=recompute, zero=zero, zero_shard=zero_shard, precision=precision, search=do_search, budget=budget, chips_per_node=chips_per_node,
     )  # fmt: skip
     if as_json:

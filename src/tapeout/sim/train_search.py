@@ -8,14 +8,15 @@ for consistency and memory first (cheap), and only then timed by `train_step`; l
 cached by their shape, so a timed plan costs tens of microseconds once its shapes are known.
 `tp_overlap` and `ep_overlap` say whether the software overlaps tensor-parallel and expert
 communication (then every plan with tp > 1, or ep > 1, uses it) and `attention` which attention
-kernel it has (unfused: no context parallelism). The search stops after `budget` candidates and reports how many it tried, how many fit, and
-why the others failed.
+kernel it has (unfused: no context parallelism). `fixed` pins plan fields (`{"tp": 8}`: only
+plans with tp 8); pinned candidates alone count. The search stops after `budget` candidates and
+reports how many it tried, how many fit, and why the others failed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tapeout.errors import TapeoutError
@@ -26,6 +27,19 @@ from tapeout.sim.train import TrainingResult, train_step
 from tapeout.workloads.llm import LLMConfig
 
 POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
+PINNABLE = (
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "sequence_parallel",
+    "recompute",
+    "zero",
+    "zero_shard",
+)
 VPP = (1, 2, 3, 4, 6, 8)
 MICRO_BATCHES = (1, 2, 4, 8)
 
@@ -77,6 +91,10 @@ def _candidates(
                                     )  # fmt: skip
 
 
+def _value(plan: TrainingPlan, chips: int, name: str) -> object:
+    return chips // plan.model_chips if name == "dp" else getattr(plan, name)
+
+
 def _reason(exc: TapeoutError) -> str:
     text = str(exc)
     if "does not fit" in text:
@@ -95,6 +113,7 @@ def search(
     tp_overlap: bool = False,
     ep_overlap: bool = False,
     attention: AttentionKernel = "flash",
+    fixed: Mapping[str, object] | None = None,
 ) -> SearchResult:
     """The fastest plan that fits, among at most `budget` candidates.
 
@@ -106,11 +125,19 @@ def search(
     """
     if budget < 1:
         raise TapeoutError(f"field 'budget': must be >= 1 plans, got {budget}")
+    pins = dict(fixed or {})
+    for name in pins:
+        if name not in PINNABLE:
+            raise TapeoutError(
+                f"field '{name}': not a plan choice the search makes; it makes {', '.join(PINNABLE)}"
+            )
     best: TrainingResult | None = None
     tried = feasible = 0
     failures: Counter[str] = Counter()
     exhausted = True
     for plan in _candidates(model, system, seq_len, precision, tp_overlap, ep_overlap, attention):
+        if pins and any(_value(plan, system.chips, k) != v for k, v in pins.items()):
+            continue
         if tried >= budget:
             exhausted = False
             break
@@ -124,10 +151,13 @@ def search(
         if best is None or result.step_time_s < best.step_time_s:
             best = result
     if best is None:
-        summary = "; ".join(f"{n} x {why}" for why, n in failures.most_common(4))
+        summary = (
+            "; ".join(f"{n} x {why}" for why, n in failures.most_common(4)) or "none is among the candidates"
+        )
+        pinned = "".join(f", {k} {v}" for k, v in pins.items())
         raise TapeoutError(
             f"no plan fits {model.num_hidden_layers}-layer model on {system.chips} x {system.chip.id} "
-            f"(seq_len {seq_len}, global_batch {global_batch}): tried {tried} plans; they failed on {summary}"
+            f"(seq_len {seq_len}, global_batch {global_batch}{pinned}): tried {tried} plans; they failed on {summary}"
         )
     return SearchResult(
         best=best, tried=tried, feasible=feasible, failures=dict(failures), exhausted=exhausted
