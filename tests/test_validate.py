@@ -95,6 +95,23 @@ def test_a_good_case_file_runs(tmp_path):
     assert out["cases"][0]["predicted"] > 0
 
 
+def test_an_unknown_software_name_is_not_an_error(tmp_path):
+    path = _write_case(tmp_path, software={"name": "some-new-engine", "version": "0.1", "date": "2025-06"})
+    assert run(path)["cases"][0]["predicted"] > 0
+
+
+def test_summary_reports_by_confidence(report):
+    by = report["summary"]["by_confidence"]
+    assert sum(v["n"] for v in by.values()) == len(report["cases"])
+    for confidence, entry in by.items():
+        rows = [c for c in report["cases"] if c["id"] in _ids_of(confidence)]
+        assert entry["mape"] == pytest.approx(sum(abs(c["error"]) for c in rows) / len(rows))
+
+
+def _ids_of(confidence):
+    return {c.id for c in load_cases(PUBLIC_CASES) if c.confidence == confidence}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -119,6 +136,12 @@ def test_a_good_case_file_runs(tmp_path):
             r"memory.bandwidth_gb_s.*unit: GB/s",
         ),
         ({"network": {"scale_out_gbit_s_per_chip": -1}}, r"network.scale_out_gbit_s_per_chip"),
+        ({"software": {"name": "vllm", "date": "2099-01"}}, r"t-gemm: field 'software.date'.*in the future"),
+        ({"software": {"name": "vllm", "date": "2012-03"}}, r"t-gemm: field 'software.date'.*before 2015"),
+        ({"software": {"name": "vllm", "date": "2024-13"}}, r"t-gemm: field 'software.date'"),
+        ({"software": {"name": "vLLM"}}, r"t-gemm: field 'software.name'"),
+        ({"software": {"version": "1"}}, r"t-gemm: field 'software.name': missing"),
+        ({"software": {"name": "vllm", "build": 3}}, r"t-gemm: field 'software.build': unknown field"),
     ],
 )
 def test_bad_cases_name_the_case_and_field(tmp_path, changes, message):

@@ -125,36 +125,37 @@ def validate(
     as_json: JsonFlag = False,
 ) -> None:
     """Predict every case of a validation file and report the errors."""
-    from tapeout.validate import PUBLIC_CASES, run
+    from tapeout.validate import PUBLIC_CASES, predict_all, report
 
-    report = run(file or PUBLIC_CASES)
+    results = predict_all(file or PUBLIC_CASES)
     if as_json:
-        _print_json(report)
+        _print_json(report(results))
         return
     table = Table(title=f"validation: {file or 'bundled public cases'}")
-    for col in ("case", "kind", "metric", "measured", "predicted", "error"):
+    for col in ("case", "kind", "software", "metric", "measured", "predicted", "error"):
         right = col in ("measured", "predicted", "error")
         table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col == "error")
     reasons: dict[str, str] = {}
-    for c in report["cases"]:
-        err = c["error"]
+    for r in results:
+        err = r.error
         if err is None:
-            reasons[c["kind"]] = c.get("reason", "")
+            reasons[r.kind] = r.reason or ""
             err_s = "[yellow]unsupported[/yellow]"
         else:
             color = "green" if abs(err) <= 0.10 else "yellow" if abs(err) <= 0.25 else "red"
             err_s = f"[{color}]{100 * err:+.1f}%[/{color}]"
-        table.add_row(c["id"], c["kind"], c["metric"], _fmt(c["measured"]), _fmt(c["predicted"]), err_s)
+        table.add_row(r.id, r.kind, r.software or "-", r.metric, _fmt(r.measured), _fmt(r.predicted), err_s)
     console.print(table)
     for kind, reason in reasons.items():
         console.print(f"[yellow]unsupported[/yellow] {kind}: {reason}")
-    s = report["summary"]
-    kinds = Table(title="by kind")
-    for col in ("kind", "cases", "MAPE", "unsupported"):
-        kinds.add_column(col)
-    for kind, k in s["by_kind"].items():
-        kinds.add_row(kind, str(k["n"]), f"{100 * k['mape']:.1f}%", str(k.get("unsupported", 0)))
-    console.print(kinds)
+    s = report(results)["summary"]
+    for group, title in (("by_kind", "kind"), ("by_confidence", "confidence")):
+        kinds = Table(title=f"by {title}")
+        for col in (title, "cases", "MAPE", "unsupported"):
+            kinds.add_column(col)
+        for kind, k in s[group].items():
+            kinds.add_row(kind, str(k["n"]), f"{100 * k['mape']:.1f}%", str(k.get("unsupported", 0)))
+        console.print(kinds)
     console.print(
         f"MAPE {100 * s['mape']:.1f}% over {s['n']} cases (an unsupported case counts as 100 %); "
         f"within 10 %: {100 * s['within_10pct']:.0f}%, within 25 %: {100 * s['within_25pct']:.0f}%; "

@@ -9,6 +9,7 @@ miss (a 100 % error in MAPE, outside every band), never dropped.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ SCHEMA = "tapeout-validation/1"
 PUBLIC_CASES = Path(__file__).parent / "data" / "public_cases.yaml"
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
+EARLIEST_SOFTWARE = "2015-01"  # no accelerator software older than this is a case
 
 
 # ---- the schema ---------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class LlmTrainingParams(Frozen):
     sequence_parallel: bool = False
     recompute: Literal["none", "selective", "full"] = "none"
     zero: Annotated[int, Field(ge=0, le=3)] = 0
+    zero_shard: PosInt | None = None
     layers: PosInt | None = None
 
 
@@ -133,6 +136,26 @@ class NetworkOverride(Frozen):
     scale_out_gbit_s_per_chip: Annotated[float, Field(ge=0)] | None = None
 
 
+class Software(Frozen):
+    """What ran a measurement (SCHEMA.md): the engine, framework or kernel library, its version,
+    and the month of its release (or of the measurement's publication)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._+-]*$")
+    version: str | None = None
+    date: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+
+    @pydantic.field_validator("date")
+    @classmethod
+    def _plausible(cls, value: str | None) -> str | None:
+        if value is not None:
+            today = datetime.date.today()
+            if value > f"{today.year:04d}-{today.month:02d}":
+                raise ValueError(f"{value} is in the future")
+            if value < EARLIEST_SOFTWARE:
+                raise ValueError(f"{value} is before {EARLIEST_SOFTWARE}")
+        return value
+
+
 class _CaseFields(Frozen):
     id: str = Field(pattern=r"^[a-z0-9.-]+$")
     kind: Literal[
@@ -150,6 +173,7 @@ class _CaseFields(Frozen):
     value: PosFloat
     source: str
     confidence: Literal["confirmed", "secondary", "unconfirmed"]
+    software: Software | None = None
     notes: str | None = None
 
 
@@ -170,6 +194,7 @@ class Case:
     value: float
     source: str
     confidence: str
+    software: Software | None = None
 
     def system(self, calibration: Calibration | None = None) -> System:
         return System.of(
@@ -216,6 +241,7 @@ def parse_case(raw: Any, origin: str, index: int) -> Case:
         value=fields.value,
         source=fields.source,
         confidence=fields.confidence,
+        software=fields.software,
     )
 
 
@@ -379,7 +405,8 @@ def training_setup(case: Case) -> tuple[LLMConfig, TrainingPlan]:
     cp = p.cp * _sequence_split(case.chips, p)
     plan = TrainingPlan(
         tp=p.tp, pp=p.pp, dp=p.dp, cp=cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
-        sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, precision=prec,
+        sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, zero_shard=p.zero_shard,
+        precision=prec,
     )  # fmt: skip
     return model, plan
 
@@ -437,6 +464,8 @@ class CaseResult:
     measured: float
     predicted: float | None
     reason: str | None = None
+    confidence: str = "confirmed"
+    software: str = ""  # name[@version] (date), for the table; not part of the JSON schema
 
     @property
     def error(self) -> float | None:
@@ -454,20 +483,29 @@ class CaseResult:
         return out
 
 
+def _software_label(s: Software | None) -> str:
+    if s is None:
+        return ""
+    return s.name + (f"@{s.version}" if s.version else "") + (f" ({s.date})" if s.date else "")
+
+
 def predict(case: Case, calibration: Calibration | None = None) -> CaseResult:
+    def result(value: float | None, reason: str | None = None) -> CaseResult:
+        return CaseResult(case.id, case.kind, case.metric, case.value, value, reason, case.confidence,
+                          _software_label(case.software))  # fmt: skip
+
     fn = PREDICTORS.get(case.kind)
     if fn is None:
-        reason = f"no predictor for kind {case.kind}"
-        return CaseResult(case.id, case.kind, case.metric, case.value, None, reason)
+        return result(None, f"no predictor for kind {case.kind}")
     try:
         value = fn(case, case.system(calibration))
     except Unsupported as exc:
-        return CaseResult(case.id, case.kind, case.metric, case.value, None, str(exc))
+        return result(None, str(exc))
     except TapeoutError as exc:  # a plan or model the tool finds impossible: a miss, with why
-        return CaseResult(case.id, case.kind, case.metric, case.value, None, f"cannot predict: {exc}")
+        return result(None, f"cannot predict: {exc}")
     if not math.isfinite(value) or value <= 0:
         raise AssertionError(f"{case.id}: predictor returned {value}")
-    return CaseResult(case.id, case.kind, case.metric, case.value, value)
+    return result(value)
 
 
 def summarize(results: list[CaseResult]) -> dict[str, Any]:
@@ -477,25 +515,38 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
     def within(limit: float) -> float:
         return sum(1 for r in results if r.error is not None and abs(r.error) <= limit) / len(results)
 
-    by_kind: dict[str, dict[str, Any]] = {}
-    for kind in dict.fromkeys(r.kind for r in results):
-        rs = [r for r in results if r.kind == kind]
-        entry: dict[str, Any] = {"mape": sum(ape(r) for r in rs) / len(rs), "n": len(rs)}
-        missing = sum(1 for r in rs if r.predicted is None)
-        if missing:
-            entry["unsupported"] = missing
-        by_kind[kind] = entry
+    def by(key: Callable[[CaseResult], str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for value in dict.fromkeys(key(r) for r in results):
+            rs = [r for r in results if key(r) == value]
+            entry: dict[str, Any] = {"mape": sum(ape(r) for r in rs) / len(rs), "n": len(rs)}
+            missing = sum(1 for r in rs if r.predicted is None)
+            if missing:
+                entry["unsupported"] = missing
+            out[value] = entry
+        return out
+
     return {
         "mape": sum(ape(r) for r in results) / len(results),
         "within_10pct": within(0.10),
         "within_25pct": within(0.25),
         "n": len(results),
         "unsupported": sum(1 for r in results if r.predicted is None),
-        "by_kind": by_kind,
+        "by_kind": by(lambda r: r.kind),
+        "by_confidence": by(lambda r: r.confidence),
     }
+
+
+def predict_all(path: Path, calibration: Calibration | None = None) -> list[CaseResult]:
+    """Predict every case of a file, in file order."""
+    return [predict(c, calibration) for c in load_cases(path)]
+
+
+def report(results: list[CaseResult]) -> dict[str, Any]:
+    """`{"cases": [...], "summary": {...}}` exactly as the schema says."""
+    return {"cases": [r.as_dict() for r in results], "summary": summarize(results)}
 
 
 def run(path: Path, calibration: Calibration | None = None) -> dict[str, Any]:
     """Predict every case of a file: `{"cases": [...], "summary": {...}}` as the schema says."""
-    results = [predict(c, calibration) for c in load_cases(path)]
-    return {"cases": [r.as_dict() for r in results], "summary": summarize(results)}
+    return report(predict_all(path, calibration))
