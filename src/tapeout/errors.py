@@ -15,6 +15,11 @@ class TapeoutError(ValueError):
     """Bad input: a spec, model, case or option that is wrong or impossible."""
 
 
+class DoesNotFit(TapeoutError):
+    """A model, its cache, its tables or its training state do not fit in the chips' memory; the
+    message names the parts and the overflow."""
+
+
 class UnknownIdError(TapeoutError, KeyError):
     """An id not in a catalog; the message lists the known ones."""
 

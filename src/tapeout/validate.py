@@ -1,268 +1,48 @@
-"""Validation cases (schema `tapeout-validation/1`): load, predict, and report the errors.
+"""Validation: predict every case of a `tapeout-validation/1` file and report the errors.
 
-A case file is parsed in full before anything is predicted, so a bad case stops the run with
-an error naming the file, the case and the field. Each kind has one predictor, registered in
-`PREDICTORS`; a kind without one is reported `unsupported` with its reason and counts as a
-miss (a 100 % error in MAPE, outside every band), never dropped.
+Each kind has one predictor, registered in `PREDICTORS`; a kind without one is reported
+`unsupported` with its reason and counts as a miss (a 100 % error in MAPE, outside every band),
+never dropped. The summary is per kind and per confidence, as the schema says.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import pydantic
-from pydantic import Field
-
-from tapeout._yaml import load_data_file
-from tapeout.errors import TapeoutError, from_validation, require_mapping
-from tapeout.hardware.catalog import resolve_chip
-from tapeout.hardware.spec import ChipSpec, Frozen, Precision
+from tapeout.cases import (
+    PUBLIC_CASES,
+    AttentionParams,
+    Case,
+    CollectiveParams,
+    GemmParams,
+    RecsysInferenceParams,
+    RecsysTrainingParams,
+    Software,
+    load_cases,
+)
+from tapeout.errors import TapeoutError
 from tapeout.parallel.inference import InferencePlan
+from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf import System, op_cost
 from tapeout.perf.attention import schema_attention_flops
 from tapeout.perf.calibration import Calibration
-from tapeout.sim import recsys, scenarios
+from tapeout.search import recsys as recsys_search
+from tapeout.search import serving as serving_search
+from tapeout.sim import recsys as recsys_sim
+from tapeout.sim import scenarios
 from tapeout.sim.llm import Replica
 from tapeout.sim.train import train_step
 from tapeout.workloads.llm import LLMConfig
-from tapeout.workloads.models import ModelConfig, resolve_model
 from tapeout.workloads.ops import COLLECTIVES, Attention, Elementwise, Matmul
 from tapeout.workloads.recsys import RecsysConfig
 
-SCHEMA = "tapeout-validation/1"
-PUBLIC_CASES = Path(__file__).parent / "data" / "public_cases.yaml"
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-EARLIEST_SOFTWARE = "2015-01"  # no accelerator software older than this is a case
-
-
-# ---- the schema ---------------------------------------------------------------------------
-class GemmParams(Frozen):
-    m: PosInt
-    n: PosInt
-    k: PosInt
-    groups: PosInt = 1
-
-
-class AttentionParams(Frozen):
-    batch: PosInt
-    seq_len: PosInt
-    heads: PosInt
-    head_dim: PosInt
-    causal: bool = False
-    pass_: Literal["fwd", "fwd_bwd"] = Field("fwd", alias="pass")
-    kv_heads: PosInt | None = None
-
-
-class MemoryParams(Frozen):
-    pattern: Literal["triad", "copy", "read"]
-
-
-class CollectiveParams(Frozen):
-    op: Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
-    bytes: PosFloat | None = None
-    algorithm: Literal["auto", "ring", "tree", "nvls"] = "auto"
-
-
-class LlmInferenceParams(Frozen):
-    scenario: Literal["offline", "server", "fixed_batch"]
-    input_len: PosFloat
-    output_len: PosFloat | None = None  # some published cases do not state it
-    tp: PosInt = 1
-    pp: PosInt = 1
-    ep: PosInt = 1
-    batch: PosInt | None = None
-    ttft_limit_s: PosFloat | None = None
-    tpot_limit_s: PosFloat | None = None
-    kv_precision: Precision | None = None
-    layers: PosInt | None = None
-
-
-class LlmTrainingParams(Frozen):
-    seq_len: PosInt
-    global_batch: PosInt
-    micro_batch: PosInt = 1
-    tp: PosInt = 1
-    pp: PosInt = 1
-    dp: PosInt | None = None
-    cp: PosInt = 1
-    ep: PosInt = 1
-    vpp: PosInt = 1
-    sequence_parallel: bool = False
-    recompute: Literal["none", "selective", "full"] = "none"
-    zero: Annotated[int, Field(ge=0, le=3)] = 0
-    zero_shard: PosInt | None = None
-    layers: PosInt | None = None
-
-
-class RecsysInferenceParams(Frozen):
-    scenario: Literal["offline", "server"]
-    batch: PosInt | None = None
-    pairs_per_sample: PosFloat = 1.0
-    latency_limit_s: PosFloat | None = None
-
-
-class RecsysTrainingParams(Frozen):
-    global_batch: PosInt
-
-
-@dataclass(frozen=True, slots=True)
-class KindSpec:
-    params: type[Frozen]
-    metrics: tuple[str, ...]
-    needs_model: bool
-
-
-KINDS: dict[str, KindSpec] = {
-    "gemm": KindSpec(GemmParams, ("tflops",), False),
-    "attention": KindSpec(AttentionParams, ("tflops",), False),
-    "memory": KindSpec(MemoryParams, ("bandwidth_gb_s",), False),
-    "collective": KindSpec(CollectiveParams, ("bus_bandwidth_gb_s", "time_s"), False),
-    "llm_inference": KindSpec(LlmInferenceParams, ("tokens_per_s", "tpot_s", "ttft_s"), True),
-    "llm_training": KindSpec(LlmTrainingParams, ("step_time_s", "tokens_per_s"), True),
-    "recsys_inference": KindSpec(RecsysInferenceParams, ("samples_per_s",), True),
-    "recsys_training": KindSpec(RecsysTrainingParams, ("samples_per_s",), True),
-}
-
-
-class NetworkOverride(Frozen):
-    scale_out_gbit_s_per_chip: Annotated[float, Field(ge=0)] | None = None
-
-
-class Software(Frozen):
-    """What ran a measurement (SCHEMA.md): the engine, framework or kernel library, its version,
-    and the month of its release (or of the measurement's publication)."""
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._+-]*$")
-    version: str | None = None
-    date: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
-
-    @pydantic.field_validator("date")
-    @classmethod
-    def _plausible(cls, value: str | None) -> str | None:
-        if value is not None:
-            today = datetime.date.today()
-            if value > f"{today.year:04d}-{today.month:02d}":
-                raise ValueError(f"{value} is in the future")
-            if value < EARLIEST_SOFTWARE:
-                raise ValueError(f"{value} is before {EARLIEST_SOFTWARE}")
-        return value
-
-
-class _CaseFields(Frozen):
-    id: str = Field(pattern=r"^[a-z0-9.-]+$")
-    kind: Literal[
-        "gemm", "attention", "memory", "collective",
-        "llm_inference", "llm_training", "recsys_inference", "recsys_training",
-    ]  # fmt: skip
-    hardware: str | dict[str, Any]
-    chips: PosInt
-    chips_per_node: PosInt | None = None
-    network: NetworkOverride | None = None
-    model: str | dict[str, Any] | None = None
-    precision: Precision
-    params: dict[str, Any]
-    metric: str
-    value: PosFloat
-    source: str
-    confidence: Literal["confirmed", "secondary", "unconfirmed"]
-    software: Software | None = None
-    notes: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    """A parsed, checked case: the hardware and model resolved, the params typed."""
-
-    id: str
-    kind: str
-    chip: ChipSpec
-    chips: int
-    chips_per_node: int | None
-    scale_out_gbit_s_per_chip: float | None
-    model: ModelConfig | None
-    precision: str
-    params: Any
-    metric: str
-    value: float
-    source: str
-    confidence: str
-    software: Software | None = None
-
-    def system(self, calibration: Calibration | None = None) -> System:
-        return System.of(
-            self.chip,
-            self.chips,
-            chips_per_node=self.chips_per_node,
-            scale_out_gbit_s_per_chip=self.scale_out_gbit_s_per_chip,
-            calibration=calibration,
-        )
-
-
-def parse_case(raw: Any, origin: str, index: int) -> Case:
-    data = require_mapping(raw, origin, f"case {index}", "<case>")
-    case_id = str(data.get("id", f"case {index}"))
-    try:
-        fields = _CaseFields.model_validate(dict(data))
-    except pydantic.ValidationError as exc:
-        raise from_validation(exc, origin, case_id) from None
-    spec = KINDS[fields.kind]
-    try:
-        params = spec.params.model_validate(fields.params)
-    except pydantic.ValidationError as exc:
-        raise from_validation(exc, origin, case_id, prefix="params") from None
-    if fields.metric not in spec.metrics:
-        raise TapeoutError(
-            f"{origin}: {case_id}: field 'metric': {fields.metric!r} is not a metric of kind "
-            f"{fields.kind}; known: {', '.join(spec.metrics)}"
-        )
-    if spec.needs_model and fields.model is None:
-        raise TapeoutError(f"{origin}: {case_id}: field 'model': kind {fields.kind} needs a model")
-    chip = resolve_chip(fields.hardware, origin, case_id)
-    model = resolve_model(fields.model, origin, case_id) if fields.model is not None else None
-    return Case(
-        id=fields.id,
-        kind=fields.kind,
-        chip=chip,
-        chips=fields.chips,
-        chips_per_node=fields.chips_per_node,
-        scale_out_gbit_s_per_chip=fields.network.scale_out_gbit_s_per_chip if fields.network else None,
-        model=model,
-        precision=fields.precision,
-        params=params,
-        metric=fields.metric,
-        value=fields.value,
-        source=fields.source,
-        confidence=fields.confidence,
-        software=fields.software,
-    )
-
-
-def load_cases(path: Path) -> list[Case]:
-    """Parse and check every case of a file; the first bad one raises, naming itself."""
-    data = require_mapping(load_data_file(path), str(path), None, "<root>")
-    unknown = sorted(set(data) - {"schema", "cases"})
-    if unknown:
-        raise TapeoutError(f"{path}: unknown top-level fields: {', '.join(unknown)}")
-    if data.get("schema") != SCHEMA:
-        raise TapeoutError(f"{path}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
-    raw_cases = data.get("cases")
-    if not isinstance(raw_cases, list) or not raw_cases:
-        raise TapeoutError(f"{path}: field 'cases': expected a non-empty list")
-    cases = [parse_case(raw, str(path), i) for i, raw in enumerate(raw_cases)]
-    seen: set[str] = set()
-    for case in cases:
-        if case.id in seen:
-            raise TapeoutError(f"{path}: {case.id}: field 'id': duplicate case id")
-        seen.add(case.id)
-    return cases
+__all__ = ["PUBLIC_CASES", "Case", "CaseResult", "load_cases", "predict", "predict_all", "report", "run"]
 
 
 # ---- predictors ---------------------------------------------------------------------------
@@ -342,23 +122,14 @@ def _collective(case: Case, system: System) -> float:
     return size * op.bus_factor / cost.time_s / 1e9
 
 
-def inference_plan(case: Case) -> InferencePlan:
-    """A case's plan: its precision for weights and activations, its KV precision."""
-    p: LlmInferenceParams = case.params
-    prec: Any = case.precision
-    return InferencePlan(
-        tp=p.tp, pp=p.pp, ep=p.ep, weight_precision=prec, act_precision=prec,
-        kv_precision=p.kv_precision or prec,
-    )  # fmt: skip
-
-
 @predictor("llm_inference")
 def _llm_inference(case: Case, system: System) -> float:
-    p: LlmInferenceParams = case.params
+    p: Any = case.params
     if not isinstance(case.model, LLMConfig):
         raise TapeoutError(f"{case.id}: field 'model': kind llm_inference needs a language model")
     model = case.model if p.layers is None else case.model.with_layers(p.layers)
-    plan = inference_plan(case)
+    plan = case.plan
+    assert isinstance(plan, InferencePlan)
     replicas = plan.replicas(model, case.chips, case.chip.id)
     sub = System.of(case.chip, plan.chips, chips_per_node=case.chips_per_node,
                     scale_out_gbit_s_per_chip=case.scale_out_gbit_s_per_chip, calibration=system.cal)  # fmt: skip
@@ -374,46 +145,24 @@ def _llm_inference(case: Case, system: System) -> float:
         if p.ttft_limit_s is None or p.tpot_limit_s is None:
             raise TapeoutError(f"{case.id}: fields 'params.ttft_limit_s' and 'params.tpot_limit_s': "
                                "scenario server needs both (seconds)")  # fmt: skip
-        result = scenarios.server(replica, p.input_len, out, ttft_limit_s=p.ttft_limit_s,
+        result = serving_search.server(replica, p.input_len, out, ttft_limit_s=p.ttft_limit_s,
                                   tpot_limit_s=p.tpot_limit_s, batch=p.batch, replicas=replicas)  # fmt: skip
     return {"tokens_per_s": result.tokens_per_s, "tpot_s": result.tpot_s, "ttft_s": result.ttft_s}[
         case.metric
     ]
 
 
-def _sequence_split(chips: int, p: LlmTrainingParams) -> int:
-    """How many ways each sequence is split when the data axis is wider than the batch.
-
-    With `dp` unstated, `chips / (tp x pp x cp)` data-parallel ranks can exceed the sequences
-    of a step (MLPerf's TPU v5e GPT-3 run: 4,096 chips, 2,048 sequences). An SPMD framework
-    then shards the tokens of each sequence over the spare ranks, which is context
-    parallelism; a split that is not whole is left for `TrainingPlan` to reject.
-    """
-    data_ranks = chips // (p.tp * p.pp * p.cp)
-    if p.dp is not None or data_ranks <= p.global_batch or data_ranks % p.global_batch:
-        return 1
-    return data_ranks // p.global_batch
-
-
 def training_setup(case: Case) -> tuple[LLMConfig, TrainingPlan]:
     """The model (with the `layers` override) and the plan an `llm_training` case states."""
-    p: LlmTrainingParams = case.params
-    if not isinstance(case.model, LLMConfig):
+    if not isinstance(case.model, LLMConfig) or not isinstance(case.plan, TrainingPlan):
         raise TapeoutError(f"{case.id}: field 'model': kind llm_training needs a language model")
-    model = case.model if p.layers is None else case.model.with_layers(p.layers)
-    prec: Any = case.precision
-    cp = p.cp * _sequence_split(case.chips, p)
-    plan = TrainingPlan(
-        tp=p.tp, pp=p.pp, dp=p.dp, cp=cp, ep=p.ep, vpp=p.vpp, micro_batch=p.micro_batch,
-        sequence_parallel=p.sequence_parallel, recompute=p.recompute, zero=p.zero, zero_shard=p.zero_shard,
-        precision=prec,
-    )  # fmt: skip
-    return model, plan
+    layers = case.params.layers
+    return (case.model if layers is None else case.model.with_layers(layers)), case.plan
 
 
 def training_prediction(case: Case, system: System, plan: TrainingPlan | None = None) -> float:
     """The case's metric for its stated plan, or for `plan` (what-ifs on the same case)."""
-    p: LlmTrainingParams = case.params
+    p: Any = case.params
     model, stated = training_setup(case)
     result = train_step(model, system, plan or stated, seq_len=p.seq_len, global_batch=p.global_batch,
                         layers_only=p.layers is not None, check_memory=False)  # fmt: skip
@@ -431,17 +180,17 @@ def _recsys_inference(case: Case, system: System) -> float:
     if not isinstance(case.model, RecsysConfig):
         raise TapeoutError(f"{case.id}: field 'model': kind recsys_inference needs a recommendation model")
     prec: Any = case.precision
-    rs = recsys.RecsysSystem.of(case.model, system, precision=prec)
+    rs = recsys_sim.RecsysSystem.of(case.model, system, RecsysPlan(precision=prec))
     batch = round(p.batch * p.pairs_per_sample) if p.batch else None
     if p.scenario == "server":
         if p.latency_limit_s is None:
             raise TapeoutError(
                 f"{case.id}: field 'params.latency_limit_s': scenario server needs it (seconds)"
             )
-        result = recsys.server(rs, latency_limit_s=p.latency_limit_s, pairs_per_sample=p.pairs_per_sample,
+        result = recsys_search.server(rs, latency_limit_s=p.latency_limit_s, pairs_per_sample=p.pairs_per_sample,
                                batch_pairs=batch)  # fmt: skip
     else:
-        result = recsys.offline(rs, pairs_per_sample=p.pairs_per_sample, batch_pairs=batch)
+        result = recsys_sim.offline(rs, pairs_per_sample=p.pairs_per_sample, batch_pairs=batch)
     return result.samples_per_s
 
 
@@ -451,8 +200,8 @@ def _recsys_training(case: Case, system: System) -> float:
     if not isinstance(case.model, RecsysConfig):
         raise TapeoutError(f"{case.id}: field 'model': kind recsys_training needs a recommendation model")
     prec: Any = case.precision
-    rs = recsys.RecsysSystem.of(case.model, system, precision=prec, training=True)
-    return recsys.train_step(rs, p.global_batch).samples_per_s
+    rs = recsys_sim.RecsysSystem.of(case.model, system, RecsysPlan(precision=prec), training=True)
+    return recsys_sim.train_step(rs, p.global_batch).samples_per_s
 
 
 # ---- running and reporting -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from tapeout._yaml import load_data_file
 from tapeout.errors import TapeoutError, from_validation
-from tapeout.hardware.spec import Frozen
+from tapeout.frozen import Frozen
 
 DATA_FILE = Path(__file__).parent / "silicon.yaml"
 Pos = Annotated[float, Field(gt=0)]

@@ -18,7 +18,7 @@ from tapeout.errors import TapeoutError
 from tapeout.hardware.design import HBM_STACK_GB_S
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.calibration import table
-from tapeout.perf.power import NODE_ENERGY
+from tapeout.perf.power import full_load_watts
 
 
 def dies_per_wafer(area_mm2: float, diameter_mm: float = 300.0) -> float:
@@ -43,7 +43,7 @@ def die_yield(area_mm2: float, defects_per_cm2: float, alpha: float = 3.0) -> fl
 class Power:
     """Watts at full load and nominal clock, and what the power budget (TDP) leaves of it."""
 
-    compute_w: float  # matrix work at the serving energy per FLOP (perf/power.py)
+    compute_w: float  # the matrix units at their bf16 peak (perf/power.py)
     memory_w: float  # DRAM streaming at full bandwidth
     idle_w: float  # static and clocking: the calibrated idle share of the budget
     budget_w: float
@@ -112,10 +112,10 @@ class UnitCost:
 def power(chip: ChipSpec) -> Power:
     """Full-load power by part, against the chip's TDP as its budget."""
     cal = table().for_family(chip.family)
-    pj = cal.serving_pj_per_flop * NODE_ENERGY.get(chip.process_node or "N5", 1.0)
+    compute_w, memory_w = full_load_watts(chip, cal)
     return Power(
-        compute_w=chip.peak_flops("bf16") * pj * 1e-12,
-        memory_w=chip.memory_bandwidth * cal.dram_pj_per_byte * 1e-12,
+        compute_w=compute_w,
+        memory_w=memory_w,
         idle_w=chip.tdp_w * cal.idle_power_fraction,
         budget_w=chip.tdp_w,
     )

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import pydantic
 
 from tapeout.errors import TapeoutError, from_validation
+from tapeout.frozen import Frozen
 from tapeout.hardware.spec import (
-    Frozen,
     MatrixUnit,
     MemoryType,
     NodeSpec,

@@ -9,17 +9,14 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tapeout import units
+from tapeout.frozen import Frozen
+from tapeout.precision import FALLBACKS
 
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
-
-Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"]
-BYTES_PER_ELEMENT: dict[str, float] = {
-    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp4": 0.5,
-}  # fmt: skip
 
 MemoryType = Literal["HBM2", "HBM2e", "HBM3", "HBM3e", "GDDR6", "GDDR7", "LPDDR5", "LPDDR5X", "DDR5"]
 Topology = Literal["switch", "full_mesh", "torus_2d", "torus_3d", "ring", "pcie"]
@@ -35,10 +32,6 @@ LOGIC_MTR_PER_MM2: dict[str, float] = {
 # full adders at 28 transistors each (~1,800) plus alignment and a 24-bit accumulator adder.
 # Used only as a lower bound to reject matrix units no die could hold.
 MIN_TRANSISTORS_PER_BF16_MAC = 3000
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, validate_default=True)
 
 
 class MatrixUnit(Frozen):
@@ -261,7 +254,7 @@ class ChipSpec(Frozen):
     def peak_flops(self, precision: str) -> float:
         """Dense matrix FLOP/s at `precision`; a precision the chip lacks falls back to the
         next wider one it has (fp8 on an A100 runs as fp16), as a compiler would upcast."""
-        for p in _WIDER.get(precision, (precision,)):
+        for p in FALLBACKS.get(precision, (precision,)):
             value = getattr(self.peak_tflops, p)
             if value is not None:
                 return float(value) * units.TERA
@@ -318,14 +311,3 @@ class ChipSpec(Frozen):
             "tdp_w": self.tdp_w,
             "process": self.process,
         }
-
-
-_WIDER: dict[str, tuple[str, ...]] = {
-    "fp4": ("fp4", "fp8", "bf16", "fp16"),
-    "fp8": ("fp8", "bf16", "fp16"),
-    "int8": ("int8", "fp8", "bf16", "fp16"),
-    "fp16": ("fp16", "bf16"),
-    "bf16": ("bf16", "fp16"),
-    "tf32": ("tf32", "fp32"),
-    "fp32": ("fp32", "tf32"),
-}

@@ -1,4 +1,4 @@
-"""How one model replica is laid out on chips for inference, and the precisions it runs in.
+"""How one model replica is laid out on chips for inference, and the formats it runs in.
 
 A replica spans `pp` pipeline stages of `max(tp, ep)` chips each:
 - attention and dense layers are split `tp` ways (Megatron column/row split, one all-reduce
@@ -7,56 +7,65 @@ A replica spans `pp` pipeline stages of `max(tp, ep)` chips each:
   `stage_chips / ep` chips (TensorRT-LLM's moe_tp x moe_ep = tp, vLLM's expert parallelism);
 - when `ep > tp`, the stage runs `ep / tp` attention groups of `tp` chips side by side, each
   on its own share of the sequences (DeepSeek's data-parallel attention in front of wide
-  expert parallelism).
+  expert parallelism), and tokens travel to their experts by all-to-all.
+With `pp` stages an iteration's sequences are cut into `pp` micro-batches that fill the
+pipeline: an iteration takes `pp` times the busiest stage, which holds `ceil(layers / pp)`
+layers and one end of the model (the embedding or the output head).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import get_args
 
 from tapeout.errors import TapeoutError
-from tapeout.hardware.spec import BYTES_PER_ELEMENT, Precision
+from tapeout.parallel.fields import plan_field
+from tapeout.parallel.shard import Layout
+from tapeout.precision import SERVING, Numerics, Precision, parse
 from tapeout.workloads.llm import LLMConfig
 
-SERVING_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "fp4")
 
-
-def _check_precision(field: str, value: str) -> None:
-    if value not in SERVING_PRECISIONS:
-        raise TapeoutError(
-            f"field '{field}': unknown precision {value!r}; known: {', '.join(SERVING_PRECISIONS)}"
-        )
+def _positive(plan: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(plan, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TapeoutError(f"field '{name}': must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InferencePlan:
-    """Parallelism and precisions of one replica.
+    """Parallelism and formats of one replica.
 
-    >>> InferencePlan(tp=2, weight_precision="fp8").stage_chips
+    >>> InferencePlan(tp=2, precision="fp8").stage_chips
     2
     """
 
-    tp: int = 1
-    pp: int = 1
-    ep: int = 1
-    weight_precision: Precision = "bf16"
-    act_precision: Precision = "bf16"
-    kv_precision: Precision = "bf16"
+    tp: int = plan_field(1, "Tensor-parallel ways.")
+    pp: int = plan_field(1, "Pipeline stages.")
+    ep: int = plan_field(1, "Expert-parallel ways.")
+    precision: Precision = plan_field("bf16", "Weights (and activations unless --act-precision).", case=False)
+    act_precision: Precision | None = plan_field(None, "Activations; default: --precision.", case=False)
+    kv_precision: Precision | None = plan_field(None, "KV cache; default: --precision.")
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "ep"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise TapeoutError(f"field '{name}': must be an integer >= 1, got {value!r}")
+        _positive(self, ("tp", "pp", "ep"))
         if max(self.tp, self.ep) % min(self.tp, self.ep):
             raise TapeoutError(
                 f"fields 'tp' and 'ep': one must divide the other (experts are spread over the "
                 f"chips of a pipeline stage), got tp {self.tp}, ep {self.ep}"
             )
-        for name in ("weight_precision", "act_precision", "kv_precision"):
-            _check_precision(name, getattr(self, name))
-        assert set(SERVING_PRECISIONS) <= set(get_args(Precision))
+        parse(self.precision, "precision", SERVING)
+        for name in ("act_precision", "kv_precision"):
+            if getattr(self, name) is not None:
+                parse(getattr(self, name), name, SERVING)
+
+    @property
+    def numerics(self) -> Numerics:
+        return Numerics.serving(
+            weights=self.precision,
+            activations=self.act_precision or self.precision,
+            kv=self.kv_precision or self.precision,
+        )
 
     @property
     def stage_chips(self) -> int:
@@ -78,18 +87,18 @@ class InferencePlan:
         return self.stage_chips // self.ep
 
     @property
-    def compute_precision(self) -> Precision:
-        """Matmuls run in the wider of the weight and activation formats (weight-only
-        quantization widens the weights on the fly)."""
-        w, a = self.weight_precision, self.act_precision
-        return w if BYTES_PER_ELEMENT[w] > BYTES_PER_ELEMENT[a] else a
+    def layout(self) -> Layout:
+        return Layout(
+            tp=self.tp, ep=self.ep, etp=self.moe_tp, exchange=self.ep > self.tp,
+            token_groups=self.attention_groups,
+        )  # fmt: skip
 
-    @property
-    def stream_precision(self) -> Precision:
-        """The residual stream and what crosses the wires between layers: 16-bit unless the
-        activations are wider."""
-        a = self.act_precision
-        return a if a in ("bf16", "fp16") else "bf16"
+    def stage_layers(self, model: LLMConfig) -> int:
+        """Layers on the busiest pipeline stage."""
+        return math.ceil(model.num_hidden_layers / self.pp)
+
+    def describe(self) -> str:
+        return f"tp {self.tp}, pp {self.pp}, ep {self.ep}, weights in {self.precision}"
 
     def replicas(self, model: LLMConfig, chips: int, chip_id: str = "") -> int:
         """Check the plan against the model and the chip count; the number of replicas.

@@ -104,7 +104,7 @@ def _attention_cost(op: Attention, system: System) -> Cost:
         memory_s=memory,
         overhead_s=cal.kernel_overhead_us * 1e-6 * (3 if op.backward else 1),
         flops=op.flops,
-        peak_flops=peak,
+        precision=op.precision,
         dram_bytes=dram,
     )
 

@@ -14,7 +14,7 @@ def finish(
     network_s: float = 0.0,
     overhead_s: float = 0.0,
     flops: float = 0.0,
-    peak_flops: float = 0.0,
+    precision: str | None = None,
     dram_bytes: float = 0.0,
     sram_bytes: float = 0.0,
     link_bytes: float = 0.0,
@@ -23,9 +23,8 @@ def finish(
     """Compute, memory and network traffic overlap (a tuned kernel pipelines them); fixed
     overheads do not. The whole time goes to the largest of the four.
 
-    Energy: the chip draws `idle_power_fraction` of TDP all along, and the rest of its TDP for
-    as long as its busiest unit would need at its datasheet rate, so a kernel at peak compute
-    or peak bandwidth draws TDP.
+    Energy: the dynamic energy of the op's FLOPs at `precision` and of its DRAM traffic
+    (`perf.power`); the idle draw is the power cap's business.
     """
     busy = max(compute_s, memory_s, network_s)
     time_s = busy + overhead_s
@@ -38,13 +37,6 @@ def finish(
         bound, top = "network", network_s
     if overhead_s > top:
         bound = "latency"
-    chip = system.chip
-    at_peak = max(
-        flops / peak_flops if peak_flops > 0 else 0.0,
-        dram_bytes / chip.memory_bandwidth,
-    )
-    idle = system.cal.idle_power_fraction
-    energy = chip.tdp_w * (idle * time_s + (1.0 - idle) * min(at_peak, time_s))
     return Cost(
         time_s=time_s,
         flops=flops,
@@ -52,7 +44,7 @@ def finish(
         sram_bytes=sram_bytes,
         link_bytes=link_bytes,
         network_bytes=network_bytes,
-        energy_j=energy,
+        energy_j=system.energy(flops, precision, dram_bytes),
         compute_s=time_s if bound == "compute" else 0.0,
         memory_s=time_s if bound == "memory" else 0.0,
         network_s=time_s if bound == "network" else 0.0,

@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from tapeout.hardware.spec import BYTES_PER_ELEMENT
 from tapeout.perf.common import finish
 from tapeout.perf.cost import Cost
 from tapeout.perf.rules import cost_rule
 from tapeout.perf.system import System
+from tapeout.precision import BYTES_PER_ELEMENT
 from tapeout.workloads.ops import Matmul, OpKind
 
 K_SLICE = 64  # k-depth of one pipeline stage of a tile (CUTLASS's common 64)
@@ -79,7 +79,7 @@ def _matmul_cost(
     weight_precision: str | None,
     system: System,
 ) -> Cost:
-    peak, core_rate, mem_rate, l2, cores, tiles = _setup(system, precision)
+    _, core_rate, mem_rate, l2, cores, tiles = _setup(system, precision)
     bpe = BYTES_PER_ELEMENT[precision]
     bpe_w = BYTES_PER_ELEMENT[weight_precision or precision]
     bpe_out = BYTES_PER_ELEMENT[out_precision]
@@ -125,7 +125,7 @@ def _matmul_cost(
         memory_s=memory,
         overhead_s=system.cal.kernel_overhead_us * 1e-6,
         flops=flops,
-        peak_flops=peak,
+        precision=precision,
         dram_bytes=traffic,
         sram_bytes=panels,
     )

@@ -4,15 +4,15 @@ its arithmetic on the vector units takes longer."""
 
 from __future__ import annotations
 
-from tapeout.hardware.spec import BYTES_PER_ELEMENT
 from tapeout.perf.common import finish
 from tapeout.perf.cost import Cost
 from tapeout.perf.rules import cost_rule
 from tapeout.perf.system import System
+from tapeout.precision import BYTES_PER_ELEMENT
 from tapeout.workloads.ops import Copy, Elementwise, Gather, OpKind, Reduce
 
 
-def _stream(system: System, dram_bytes: float, flops: float) -> Cost:
+def _stream(system: System, dram_bytes: float, flops: float, precision: str | None) -> Cost:
     chip, cal = system.chip, system.cal
     return finish(
         system,
@@ -20,7 +20,7 @@ def _stream(system: System, dram_bytes: float, flops: float) -> Cost:
         memory_s=dram_bytes / (chip.memory_bandwidth * cal.memory),
         overhead_s=cal.kernel_overhead_us * 1e-6,
         flops=flops,
-        peak_flops=chip.vector_flops,
+        precision=precision,
         dram_bytes=dram_bytes,
     )
 
@@ -35,7 +35,7 @@ def stream_cost(op: Elementwise | Reduce, system: System) -> Cost:
     >>> c.bound, c.dram_bytes == 3 * 4 * 2**28
     ('memory', True)
     """
-    return _stream(system, op.bytes, op.flops)
+    return _stream(system, op.bytes, op.flops, op.precision)
 
 
 @cost_rule(OpKind.GATHER)
@@ -45,9 +45,9 @@ def gather_cost(op: Gather, system: System) -> Cost:
     gran = system.chip.memory.access_granularity_bytes
     row = op.dim * BYTES_PER_ELEMENT[op.precision]
     moved = (1.0 - op.cached) * op.lookups * (-(-row // gran) * gran) + op.outputs * row
-    return _stream(system, moved, op.flops)
+    return _stream(system, moved, op.flops, op.precision)
 
 
 @cost_rule(OpKind.COPY)
 def copy_cost(op: Copy, system: System) -> Cost:
-    return _stream(system, op.bytes, 0.0)
+    return _stream(system, op.bytes, 0.0, None)

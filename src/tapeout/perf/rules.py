@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from tapeout.perf.cost import Cost
 from tapeout.perf.system import System
+from tapeout.workloads.graph import Graph
 from tapeout.workloads.ops import Op, OpKind
 
 OpT = TypeVar("OpT", bound=Op)
@@ -49,6 +50,19 @@ def op_cost(op: Op, system: System) -> Cost:
     return rule(op, system)
 
 
-def graph_cost(ops: Iterable[Op], system: System) -> Cost:
-    """Ops run one after another: their costs add."""
-    return Cost.total(op_cost(op, system) for op in ops)
+def graph_cost(graph: Graph | Iterable[Op], system: System) -> Cost:
+    """A graph's nodes run one after another: their costs add, each `count` times.
+
+    >>> from tapeout.hardware import get_chip
+    >>> from tapeout.workloads.graph import Node
+    >>> from tapeout.workloads.ops import Matmul
+    >>> g = Graph((Node(Matmul(m=4096, n=4096, k=4096), count=3),))
+    >>> sys = System.of(get_chip("h100-sxm"))
+    >>> graph_cost(g, sys).time_s == 3 * op_cost(g.nodes[0].op, sys).time_s
+    True
+    """
+    if not isinstance(graph, Graph):
+        return Cost.total(op_cost(op, system) for op in graph)
+    return Cost.total(
+        op_cost(n.op, system) * n.count if n.count != 1 else op_cost(n.op, system) for n in graph.nodes
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.calibration import Calibration, calibration_for
+from tapeout.perf.power import Load, dram_energy, flop_energy, power_capped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,6 +18,7 @@ class System:
     scale_up_domain: int  # chips reachable over scale-up links
     nic_bandwidth: float  # bytes/s per direction per chip on the scale-out network
     cal: Calibration
+    load: Load = "serving"  # the sustained load whose energy figure the cost rules charge
 
     @classmethod
     def of(
@@ -27,6 +29,7 @@ class System:
         chips_per_node: int | None = None,
         scale_out_gbit_s_per_chip: float | None = None,
         calibration: Calibration | None = None,
+        load: Load = "serving",
     ) -> System:
         """`chips` of `chip` in its default node, unless told otherwise.
 
@@ -59,4 +62,15 @@ class System:
             scale_up_domain=min(domain, chips) if chip.scale_up else 1,
             nic_bandwidth=nic,
             cal=calibration or calibration_for(chip.family),
+            load=load,
         )
+
+    def energy(self, flops: float, precision: str | None, dram_bytes: float) -> float:
+        """Joules of `flops` FLOPs at `precision` (None: not charged) and `dram_bytes` of DRAM
+        traffic (`perf.power`)."""
+        work = flops * flop_energy(self.chip, self.cal, self.load, precision) if precision else 0.0
+        return work + dram_bytes * dram_energy(self.cal)
+
+    def capped(self, busy_s: float, joules: float) -> float:
+        """`busy_s` of work that spends `joules`, at the clock the chip's TDP sustains."""
+        return power_capped(self.chip.tdp_w, self.cal.idle_power_fraction, busy_s, joules)

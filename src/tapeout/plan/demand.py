@@ -32,6 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tapeout._yaml import load_data_file
 from tapeout.cost.tco import TcoAssumptions
 from tapeout.errors import from_validation, require_mapping
+from tapeout.parallel.inference import InferencePlan
+from tapeout.parallel.recsys import RecsysPlan
+from tapeout.parallel.training import TrainingPlan
+from tapeout.precision import Precision
 
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -91,8 +95,8 @@ class ServingDemand(_Strict):
     kind: Literal["serving"]
     name: str
     model: str
-    precision: str = "fp8"
-    kv_precision: str | None = None
+    precision: Precision = "fp8"
+    kv_precision: Precision | None = None
     input_len: PosFloat
     output_len: Annotated[float, Field(ge=2)]
     ttft_limit_s: PosFloat
@@ -101,8 +105,14 @@ class ServingDemand(_Strict):
     requests_per_s: PosFloat | None = None
     capacity_of: CapacityOf | None = None
 
+    @property
+    def plan(self) -> InferencePlan:
+        """The formats every replica runs in (the planner chooses the widths)."""
+        return InferencePlan(precision=self.precision, kv_precision=self.kv_precision)
+
     @model_validator(mode="after")
     def _one_rate(self) -> ServingDemand:
+        self.plan  # the formats serving accepts, refused by name  # noqa: B018
         given = [f for f in ("tokens_per_s", "requests_per_s", "capacity_of") if getattr(self, f) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -121,7 +131,16 @@ class RecsysDemand(_Strict):
     qps: PosFloat
     latency_limit_s: PosFloat
     pairs_per_sample: PosFloat = 1.0
-    precision: str = "int8"
+    precision: Precision = "int8"
+
+    @property
+    def plan(self) -> RecsysPlan:
+        return RecsysPlan(precision=self.precision)
+
+    @model_validator(mode="after")
+    def _formats(self) -> RecsysDemand:
+        self.plan  # the formats recommendation models accept, refused by name  # noqa: B018
+        return self
 
 
 class TrainingDemand(_Strict):
@@ -134,7 +153,17 @@ class TrainingDemand(_Strict):
     deadline_days: PosFloat
     seq_len: PosInt = 8192
     global_batch: PosInt = 1024
-    precision: str = "bf16"
+    precision: Precision = "bf16"
+
+    @property
+    def plan(self) -> TrainingPlan:
+        """The software the searched plans run with: the matmuls' format."""
+        return TrainingPlan(precision=self.precision)
+
+    @model_validator(mode="after")
+    def _formats(self) -> TrainingDemand:
+        self.plan  # the formats training accepts, refused by name  # noqa: B018
+        return self
 
 
 Demand = Annotated[ServingDemand | RecsysDemand | TrainingDemand, Field(discriminator="kind")]

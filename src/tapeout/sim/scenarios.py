@@ -3,7 +3,7 @@
 - `offline`: every request queued at once; throughput at the batch given, or at the largest
   batch whose sequences all fit in the KV cache at full length when none is given.
 - `server`: Poisson arrivals; the highest rate whose p99 TTFT and p99 TPOT meet the limits
-  (MLPerf's llama2-70b server criterion), found by bisection on the rate.
+  (MLPerf's llama2-70b server criterion): a search, in `tapeout.search.serving`.
 - `fixed_batch`: a steady batch of sequences decoding together (latency benchmarks); tokens/s
   is the batch over the time of one decode step at the sequences' mean context.
 Every replica of a system serves the same share of the traffic, so one replica is simulated
@@ -17,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tapeout.errors import TapeoutError
+from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests
 from tapeout.sim.serve import ServeResult, simulate
 
 MAX_AUTO_BATCH = 4096  # the largest batch `offline` picks on its own (TensorRT-LLM's limit is 2048-4096)
 SERVER_REQUESTS_PER_SLOT = 6  # a server run serves this many requests per sequence slot of the batch
-SEARCH_STEPS = 12  # bisection steps of the server search: the rate to 1/4096 of the bracket
 
 
 def auto_batch(replica: Replica, input_len: float, output_len: float) -> int:
@@ -42,7 +41,7 @@ def auto_batch(replica: Replica, input_len: float, output_len: float) -> int:
     per_seq = mem.pages(round(input_len + output_len))
     batch = min(MAX_AUTO_BATCH, pages // per_seq)
     if batch < 1:
-        raise TapeoutError(
+        raise DoesNotFit(
             f"one sequence of {input_len:g} + {output_len:g} tokens needs {per_seq * mem.kv_block_tokens} "
             f"tokens of KV cache; {mem.chip_id} holds {mem.kv_tokens} per chip after the weights"
         )
@@ -82,7 +81,7 @@ def offline(
     progress: Callable[[int], None] | None = None,
 ) -> ScenarioResult:
     """Throughput with every request queued at time zero (two batches' worth by default)."""
-    ins, outs = _mean(input_len), _mean(output_len)
+    ins, outs = mean_length(input_len), mean_length(output_len)
     batch = batch or auto_batch(replica, ins, outs)
     reqs = Requests.offline(requests or 2 * batch, input_len, output_len)
     res = simulate(replica, reqs, max_batch=batch, replicas=replicas, progress=progress)
@@ -90,50 +89,6 @@ def offline(
     return ScenarioResult(
         scenario="offline", batch=batch, result=res, tokens_per_s=res.tokens_per_s,
         ttft_s=s["ttft_s"]["mean"], tpot_s=s["tpot_s"]["mean"],
-    )  # fmt: skip
-
-
-def server(
-    replica: Replica,
-    input_len: Lengths | float,
-    output_len: Lengths | float,
-    *,
-    ttft_limit_s: float,
-    tpot_limit_s: float,
-    batch: int | None = None,
-    replicas: int = 1,
-    requests: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> ScenarioResult:
-    """The highest Poisson rate (requests/s, whole system) whose p99 TTFT and TPOT meet the limits."""
-    for name, value in (("ttft_limit_s", ttft_limit_s), ("tpot_limit_s", tpot_limit_s)):
-        if not value > 0:
-            raise TapeoutError(f"field '{name}': must be > 0 seconds, got {value}")
-    ins, outs = _mean(input_len), _mean(output_len)
-    batch = batch or auto_batch(replica, ins, outs)
-    n = requests or max(256, SERVER_REQUESTS_PER_SLOT * batch)
-    top = offline(replica, input_len, output_len, batch=batch)
-    hi = top.tokens_per_s / outs  # requests/s of one replica: no rate above it is sustainable
-    lo = 0.0
-    best: ServeResult | None = None
-    for _ in range(SEARCH_STEPS):
-        rate = (lo + hi) / 2
-        res = simulate(replica, Requests.poisson(n, rate, input_len, output_len), max_batch=batch,
-                       ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s, progress=progress)  # fmt: skip
-        s = res.summary()
-        if s["ttft_s"]["p99"] <= ttft_limit_s and s["tpot_s"]["p99"] <= tpot_limit_s:
-            lo, best = rate, res
-        else:
-            hi = rate
-    if best is None:
-        raise TapeoutError(
-            f"no request rate meets p99 TTFT <= {ttft_limit_s:g} s and p99 TPOT <= {tpot_limit_s:g} s "
-            f"with batch {batch} (the lowest rate tried was {hi:.3g} requests/s per replica)"
-        )
-    s = best.summary()
-    return ScenarioResult(
-        scenario="server", batch=batch, result=best, tokens_per_s=lo * outs * replicas,
-        ttft_s=s["ttft_s"]["mean"], tpot_s=s["tpot_s"]["mean"], rate_per_s=lo * replicas,
     )  # fmt: skip
 
 
@@ -166,5 +121,6 @@ def fixed_batch(
     )  # fmt: skip
 
 
-def _mean(lengths: Lengths | float) -> float:
+def mean_length(lengths: Lengths | float) -> float:
+    """The mean of a length distribution (or a fixed length)."""
     return lengths.average if isinstance(lengths, Lengths) else float(lengths)

@@ -9,55 +9,16 @@ advances clocks. Policies live in `tapeout.sim.policies`, one file each, registe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from tapeout.errors import TapeoutError
-from tapeout.sim.llm import Batch, Replica
+from tapeout.sim.llm import Replica
+from tapeout.sim.policies import POLICIES
+from tapeout.sim.policies.base import Engine, Ledger, Policy
 from tapeout.sim.requests import FloatArray, IntArray, Requests
-
-
-@dataclass(eq=False)
-class Engine:
-    replica: Replica
-    name: str
-    clock: float = 0.0
-    iterations: int = 0
-
-
-@dataclass(eq=False)
-class Ledger:
-    """What happened to every request: when it got its first token and when it finished."""
-
-    requests: Requests
-    first_token_s: FloatArray = field(init=False)
-    finish_s: FloatArray = field(init=False)
-    generated: IntArray = field(init=False)
-    preemptions: int = 0
-
-    def __post_init__(self) -> None:
-        n = len(self.requests)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.generated = np.zeros(n, dtype=np.int64)
-
-
-class Policy(Protocol):
-    engines: list[Engine]
-
-    def next_engine(self) -> Engine | None:
-        """The engine that acts next, or None when every request has finished."""
-
-    def schedule(self, engine: Engine) -> Batch | None:
-        """The batch `engine` runs now; None to idle it until its next event (set its clock)."""
-
-    def complete(self, engine: Engine, batch: Batch) -> None:
-        """Book the tokens of the iteration that ended at `engine.clock`."""
-
-
-PolicyFactory = Callable[..., Policy]
 
 
 def run(policy: Policy, progress: Callable[[int], None] | None = None) -> None:
@@ -186,8 +147,6 @@ def simulate(
     >>> res.output_tokens, res.summary()["ttft_s"]["p50"] > 0
     (2048, True)
     """
-    from tapeout.sim.policies import POLICIES
-
     factory = POLICIES.get(policy)
     if factory is None:
         raise TapeoutError(f"unknown scheduling policy {policy!r}; known: {', '.join(sorted(POLICIES))}")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from tapeout.hardware.spec import Frozen
+from tapeout.frozen import Frozen
 
 PosInt = Annotated[int, Field(gt=0)]
 Architecture = Literal["gpt", "llama", "mixtral", "deepseek_v3", "bert", "nemotron"]

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from tapeout.hardware.spec import BYTES_PER_ELEMENT
+from tapeout.precision import nbytes
 
 
 class OpKind(enum.Enum):
@@ -26,10 +26,6 @@ class OpKind(enum.Enum):
     ALL_TO_ALL = "all_to_all"
     SEND_RECV = "send_recv"
     COPY = "copy"  # a memory-to-memory or host-to-device transfer
-
-
-def nbytes(elements: float, precision: str) -> float:
-    return elements * BYTES_PER_ELEMENT[precision]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from tapeout.hardware.spec import Frozen
+from tapeout.frozen import Frozen
 
 PosInt = Annotated[int, Field(gt=0)]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from tapeout.sim.policies.base import PolicyFactory
 from tapeout.sim.policies.continuous import Continuous
 from tapeout.sim.policies.disaggregated import Disaggregated
-from tapeout.sim.serve import PolicyFactory
 
 POLICIES: dict[str, PolicyFactory] = {
     "continuous": Continuous,

@@ -26,7 +26,7 @@ import numpy as np
 
 from tapeout.errors import TapeoutError
 from tapeout.sim.llm import Batch, Replica
-from tapeout.sim.serve import Engine, Ledger
+from tapeout.sim.policies.base import Engine, Ledger
 
 
 @dataclass(slots=True)

@@ -14,8 +14,8 @@ import math
 
 from tapeout.errors import TapeoutError
 from tapeout.sim.llm import Batch, Replica
+from tapeout.sim.policies.base import Engine, Ledger
 from tapeout.sim.policies.continuous import Continuous
-from tapeout.sim.serve import Engine, Ledger
 
 
 class Disaggregated:

@@ -20,26 +20,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tapeout.errors import TapeoutError
-from tapeout.hardware.spec import Precision
+from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.training import RECOMPUTE, AttentionKernel, TrainingPlan
 from tapeout.perf.system import System
+from tapeout.precision import Precision
 from tapeout.sim.train import TrainingResult, train_step
 from tapeout.workloads.llm import LLMConfig
 
 POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
-PINNABLE = (
-    "tp",
-    "pp",
-    "dp",
-    "cp",
-    "ep",
-    "vpp",
-    "micro_batch",
-    "sequence_parallel",
-    "recompute",
-    "zero",
-    "zero_shard",
-)
+PINNABLE = tuple(f.name for f in plan_fields(TrainingPlan, searched=True))
 VPP = (1, 2, 3, 4, 6, 8)
 MICRO_BATCHES = (1, 2, 4, 8)
 

@@ -1,0 +1,294 @@
+"""The Python API: one call from a model, a chip and a plan to a typed result, for serving,
+training and recommendation models. The CLI is a thin layer over these; every result has
+`as_dict()` for JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tapeout.errors import TapeoutError
+from tapeout.hardware.catalog import resolve_chip
+from tapeout.parallel.fields import as_dict
+from tapeout.parallel.inference import InferencePlan
+from tapeout.parallel.memory import Memory
+from tapeout.parallel.recsys import RecsysPlan
+from tapeout.parallel.training import TrainingPlan
+from tapeout.perf.system import System
+from tapeout.search import recsys as recsys_search
+from tapeout.search.training import SearchResult
+from tapeout.search.training import search as search_plans
+from tapeout.sim import recsys as recsys_sim
+from tapeout.sim.llm import Batch, Replica
+from tapeout.sim.requests import Lengths, Requests
+from tapeout.sim.serve import ServeResult, simulate
+from tapeout.sim.train import TrainingResult, train_step
+from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.models import resolve_model
+from tapeout.workloads.recsys import RecsysConfig
+
+ModelRef = str | Mapping[str, Any]
+
+
+def _llm(model: ModelRef | LLMConfig, what: str) -> LLMConfig:
+    config = model if isinstance(model, LLMConfig) else resolve_model(model, what, None)
+    if not isinstance(config, LLMConfig):
+        raise TapeoutError(f"field 'model': {what} needs a language model, not a recommendation model")
+    return config
+
+
+def _name(model: object) -> str:
+    return model if isinstance(model, str) else "inline"
+
+
+# ---- serving -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase:
+    """One typical iteration of a phase: its size, time and what bounds it."""
+
+    size: int  # tokens of a prefill chunk, or decoding sequences
+    time_s: float
+    bound: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeReport:
+    """What serving a request stream did: throughput, latency percentiles, memory, phases."""
+
+    model: str
+    hardware: str
+    chips: int
+    plan: InferencePlan
+    replicas: int
+    policy: str
+    arrivals: str  # "offline" (all queued at once), "poisson" or "trace"
+    result: ServeResult
+    memory: Memory
+    prefill: Phase
+    decode: Phase
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.result.tokens_per_s
+
+    def percentiles(self, metric: str) -> dict[str, float]:
+        """`ttft_s`, `tpot_s` or `e2e_s`: mean, p50, p90, p99."""
+        return dict(self.result.summary()[metric])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "hardware": self.hardware, "chips": self.chips,
+            "plan": {**as_dict(self.plan), "replicas": self.replicas, "kv_precision": self.plan.numerics.kv},
+            "policy": self.policy, "arrivals": self.arrivals, **self.result.summary(),
+            "memory_per_chip": self.memory.as_dict(),
+            "phases": {
+                "prefill": {"tokens": self.prefill.size, "time_s": self.prefill.time_s, "bound": self.prefill.bound},
+                "decode": {"sequences": self.decode.size, "time_s": self.decode.time_s, "bound": self.decode.bound},
+            },
+        }  # fmt: skip
+
+
+def replica(
+    model: ModelRef | LLMConfig,
+    hardware: ModelRef,
+    chips: int,
+    plan: InferencePlan,
+    *,
+    max_tokens: int = 8192,
+) -> tuple[Replica, int]:
+    """A replica of `model` on `hardware` under `plan`, and how many of them `chips` hold."""
+    config = _llm(model, "serving")
+    chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "serve", None)
+    replicas = plan.replicas(config, chips, chip.id)
+    return Replica.of(config, System.of(chip, plan.chips), plan, max_tokens=max_tokens), replicas
+
+
+def phases(rep: Replica, input_len: float, decode_batch: int, context: float) -> tuple[Phase, Phase]:
+    """A typical prefill (one prompt, chunked to the token budget) and a typical decode iteration."""
+    chunk = min(max(1, round(input_len)), rep.max_tokens)
+    prefill = rep.step(Batch(prefill_tokens=chunk, prefill_seqs=1, prefill_context=chunk))
+    n = max(1, decode_batch)
+    decode = rep.step(Batch(decode_seqs=n, decode_context=round(n * context)))
+    return Phase(size=chunk, time_s=prefill.time_s, bound=prefill.bound), Phase(
+        size=n, time_s=decode.time_s, bound=decode.bound
+    )
+
+
+def serve(
+    model: ModelRef | LLMConfig,
+    hardware: ModelRef,
+    chips: int = 1,
+    plan: InferencePlan | None = None,
+    *,
+    input_len: Lengths | float = 512,
+    output_len: Lengths | float = 256,
+    rate: float | None = None,
+    trace: str | Path | None = None,
+    requests: int = 1000,
+    max_batch: int | None = None,
+    max_tokens: int = 8192,
+    policy: str = "continuous",
+    ttft_limit_s: float | None = None,
+    tpot_limit_s: float | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> ServeReport:
+    """Serve a request stream on `chips` chips and report what happened.
+
+    Requests come from `trace` (JSONL or CSV), else a Poisson stream at `rate` requests/s for the
+    whole system, else all at once (offline). Every replica gets an equal share of the stream.
+
+    >>> out = serve("llama-2-7b", "h100-sxm", requests=64, input_len=128, output_len=32)
+    >>> out.result.requests, out.arrivals, out.memory.weights_bytes > 13e9
+    (64, 'offline', True)
+    """
+    if rate is not None and trace is not None:
+        raise TapeoutError("give either a request rate or a trace file, not both")
+    for name, value in (("input_len", input_len), ("output_len", output_len)):
+        if not isinstance(value, Lengths) and not value >= 1:
+            raise TapeoutError(f"field '{name}': must be >= 1 token, got {value}")
+    plan = plan or InferencePlan()
+    rep, replicas = replica(model, hardware, chips, plan, max_tokens=max_tokens)
+    if trace is not None:
+        reqs, arrivals = Requests.from_trace(trace), "trace"
+        if replicas > 1:  # round-robin: replica 0 serves every replicas-th request
+            reqs = Requests(
+                reqs.arrival_s[::replicas], reqs.input_len[::replicas], reqs.output_len[::replicas]
+            )
+    elif rate is not None:
+        if not rate > 0:
+            raise TapeoutError(f"field 'rate': must be > 0 requests/s, got {rate}")
+        reqs, arrivals = (
+            Requests.poisson(requests, rate / replicas, input_len, output_len, seed=seed),
+            "poisson",
+        )
+    else:
+        reqs, arrivals = Requests.offline(requests, input_len, output_len, seed=seed), "offline"
+    result = simulate(
+        rep, reqs, policy=policy, replicas=replicas, max_batch=max_batch, max_tokens=max_tokens,
+        ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s, progress=progress,
+    )  # fmt: skip
+    mean_in, mean_out = float(reqs.input_len.mean()), float(reqs.output_len.mean())
+    decode_batch = round(float((reqs.output_len - 1).sum()) / max(1, result.iterations))
+    prefill, decode = phases(rep, mean_in, decode_batch, mean_in + mean_out / 2)
+    return ServeReport(
+        model=_name(model), hardware=rep.system.chip.id, chips=chips, plan=plan, replicas=replicas,
+        policy=policy, arrivals=arrivals, result=result, memory=rep.memory, prefill=prefill, decode=decode,
+    )  # fmt: skip
+
+
+# ---- training ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainReport:
+    model: str
+    hardware: str
+    chips: int
+    result: TrainingResult
+    search: SearchResult | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"model": self.model, "hardware": self.hardware, "chips": self.chips, **self.result.as_dict()}
+        if self.search is not None:
+            s = self.search
+            out["search"] = {"tried": s.tried, "feasible": s.feasible, "exhausted": s.exhausted,
+                             "failures": s.failures}  # fmt: skip
+        return out
+
+
+def train(
+    model: ModelRef | LLMConfig,
+    hardware: ModelRef,
+    chips: int,
+    *,
+    seq_len: int,
+    global_batch: int,
+    plan: TrainingPlan | None = None,
+    search: bool = False,
+    pins: Mapping[str, object] | None = None,
+    budget: int = 200_000,
+    chips_per_node: int | None = None,
+) -> TrainReport:
+    """Predict one training step with `plan`, or with the fastest plan that fits (`search`), the
+    plan fields in `pins` kept and the rest of `plan` (overlaps, attention kernel, precision)
+    describing the software.
+
+    >>> out = train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64,
+    ...             plan=TrainingPlan(zero=1, recompute="selective"))
+    >>> sorted(out.result.breakdown_s) == ["compute", "exposed_communication", "optimizer", "pipeline_bubble"]
+    True
+    """
+    config = _llm(model, "training")
+    chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "train", None)
+    system = System.of(chip, chips, chips_per_node=chips_per_node)
+    plan = plan or TrainingPlan()
+    if not search:
+        if pins:
+            raise TapeoutError("pins go with a search; give the plan itself otherwise")
+        result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
+        return TrainReport(model=_name(model), hardware=chip.id, chips=chips, result=result)
+    found = search_plans(
+        config, system, seq_len=seq_len, global_batch=global_batch, precision=plan.precision, budget=budget,
+        tp_overlap=plan.tp_overlap, ep_overlap=plan.ep_overlap, attention=plan.attention, fixed=pins,
+    )  # fmt: skip
+    return TrainReport(model=_name(model), hardware=chip.id, chips=chips, result=found.best, search=found)
+
+
+# ---- recommendation models -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecsysReport:
+    model: str
+    hardware: str
+    chips: int
+    mode: str  # "offline", "server" or "training"
+    result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
+
+    @property
+    def sharding(self) -> str:
+        return self.result.sharding
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "hardware": self.hardware, "chips": self.chips, "mode": self.mode,
+                **self.result.as_dict()}  # fmt: skip
+
+
+def recsys(
+    model: ModelRef | RecsysConfig,
+    hardware: ModelRef,
+    chips: int = 1,
+    plan: RecsysPlan | None = None,
+    *,
+    batch: int | None = None,
+    pairs_per_sample: float = 1.0,
+    latency_limit_s: float | None = None,
+    training: bool = False,
+) -> RecsysReport:
+    """Inference throughput at a batch, the highest QPS within a p99 limit, or a training step.
+
+    >>> out = recsys("dlrm-v2", "h100-sxm", 8, pairs_per_sample=270)
+    >>> out.sharding, out.result.samples_per_s > 1e5
+    ('data', True)
+    """
+    config = model if isinstance(model, RecsysConfig) else resolve_model(model, "recsys", None)
+    if not isinstance(config, RecsysConfig):
+        raise TapeoutError("field 'model': a recommendation model is needed, not a language model")
+    chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "recsys", None)
+    rs = recsys_sim.RecsysSystem.of(config, System.of(chip, chips), plan or RecsysPlan(), training=training)
+    result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
+    pairs = round(batch * pairs_per_sample) if batch else None
+    if training:
+        if batch is None:
+            raise TapeoutError("field 'batch': training needs the global batch (samples per step)")
+        mode, result = "training", recsys_sim.train_step(rs, batch)
+    elif latency_limit_s is not None:
+        mode, result = (
+            "server",
+            recsys_search.server(
+                rs, latency_limit_s=latency_limit_s, pairs_per_sample=pairs_per_sample, batch_pairs=pairs
+            ),
+        )
+    else:
+        mode, result = "offline", recsys_sim.offline(rs, pairs_per_sample=pairs_per_sample, batch_pairs=pairs)
+    return RecsysReport(model=_name(model), hardware=chip.id, chips=chips, mode=mode, result=result)

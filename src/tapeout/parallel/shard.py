@@ -1,0 +1,233 @@
+"""`shard(graph, plan)`: what one chip runs, from a graph and a plan.
+
+A plan maps mesh axes onto the splits a graph's nodes declare (`workloads.graph.Split`), as
+torchtitan's placements do; the collectives follow from the graph's markers:
+- `tp.reduce` (partial sums of a split matmul meet): an all-reduce over the tensor-parallel
+  ranks, or a reduce-scatter when sequence parallelism keeps the stream split by tokens;
+- `tp.gather` (a sharded stream must be whole): nothing, or an all-gather under sequence
+  parallelism. Sequence parallelism is one flag that changes these two, not a second path;
+- `moe.reduce`: the experts' partial sums, over the ranks one expert's FFN spans (or the whole
+  tensor-parallel group when the experts share its tokens);
+- `ep.dispatch` and `ep.combine`: an all-to-all among the expert-parallel ranks when they hold
+  different tokens, each with the sort of the tokens it moves (by local expert on arrival, by
+  source rank before the return); nothing when they share their tokens;
+- a recommendation model's exchange of pooled vectors: an all-to-all among the chips unless
+  every chip holds every table.
+Expert ops follow their routing: a rank runs the experts it holds that receive tokens, with the
+tokens of every token group that reaches them. Embedding lookups follow the tables' placement: a
+chip serves its share of each table, and the lookups of all the tables it serves with one row
+width run as one table-batched kernel (FBGEMM's TBE, HugeCTR's embedding collection). Under context parallelism each rank runs its
+share of the core attention, with the key/value blocks passed around the ring (`cp.ring`,
+twice in the backward: keys and values, then their gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tapeout.precision import BYTES_PER_ELEMENT
+from tapeout.workloads.graph import Axis, Graph, Node, Split, Tensor
+from tapeout.workloads.ops import (
+    AllGather,
+    AllReduce,
+    AllToAll,
+    Attention,
+    Collective,
+    Copy,
+    Elementwise,
+    Gather,
+    Matmul,
+    Op,
+    ReduceScatter,
+    SendRecv,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layout:
+    """How a plan maps the mesh axes onto a graph.
+
+    `etp`: the ways one expert's FFN splits; `exchange`: the expert-parallel ranks hold different
+    tokens (so dispatch and combine move them); `token_groups`: the token sets that reach one
+    rank's experts. `dp`: the data-parallel ways of a whole-system graph; `tables`: the share of
+    each embedding table's lookups the chip serves; `hot`: the share served from on-chip SRAM;
+    `table_ranks`: the chips that exchange pooled embeddings.
+    """
+
+    tp: int = 1
+    sequence_parallel: bool = False
+    cp: int = 1
+    ep: int = 1
+    etp: int = 1
+    exchange: bool = False
+    token_groups: int = 1
+    dp: int = 1
+    tables: tuple[float, ...] = ()
+    hot: tuple[float, ...] = ()
+    table_ranks: int = 1
+
+    def ranks(self, axis: Axis) -> int:
+        """How many ways `axis` divides.
+
+        >>> Layout(tp=8, sequence_parallel=True).ranks("sp")
+        8
+        """
+        if axis == "tp":
+            return self.tp
+        if axis == "sp":
+            return self.tp if self.sequence_parallel else 1
+        if axis == "cp":
+            return self.cp
+        if axis == "ep":
+            return self.ep
+        if axis == "etp":
+            return self.etp
+        if axis == "dp":
+            return self.dp
+        if axis == "table":
+            return self.table_ranks
+        return self.etp if self.exchange else self.tp  # "moe": the ranks the experts' partials span
+
+
+class Plan(Protocol):
+    @property
+    def layout(self) -> Layout: ...
+
+
+def shard(graph: Graph, plan: Plan | Layout) -> Graph:
+    """The graph one chip runs under `plan`, with the collectives the plan needs.
+
+    >>> from tapeout.precision import Numerics
+    >>> from tapeout.workloads.models import get_model
+    >>> from tapeout.workloads.transformer import layer
+    >>> g = layer(get_model("llama-3.1-70b").config, 4096, Numerics.training("bf16"), moe=False)
+    >>> one = shard(g, Layout(tp=8))
+    >>> round(g.matmul_flops() / one.matmul_flops(), 3), [n.name for n in one.communication().nodes]
+    (8.0, ['tp.reduce', 'tp.reduce'])
+    """
+    layout = plan if isinstance(plan, Layout) else plan.layout
+    nodes: list[Node] = []
+    tables: dict[tuple[object, ...], int] = {}
+    for node in graph.nodes:
+        for out in _node(node, layout):
+            if isinstance(out.op, Gather) and any(s.axis == "table" for s in node.split):
+                _batch_table(tables, nodes, out)
+            else:
+                nodes.append(out)
+    return Graph(tuple(nodes), tuple(_tensor(t, layout) for t in graph.live))
+
+
+def _batch_table(batched: dict[tuple[object, ...], int], nodes: list[Node], node: Node) -> None:
+    """Join a table's lookups to the table-batched kernel of its row width (at the place of the
+    first table of that width)."""
+    op = node.op
+    assert isinstance(op, Gather)
+    if op.lookups <= 0:
+        return
+    key = (node.phase, op.name, op.dim, op.precision)
+    at = batched.get(key)
+    if at is None:
+        batched[key] = len(nodes)
+        nodes.append(node)
+        return
+    k = nodes[at].op
+    assert isinstance(k, Gather)
+    lookups = k.lookups + op.lookups
+    cached = (k.cached * k.lookups + op.cached * op.lookups) / lookups
+    nodes[at] = replace(
+        nodes[at], op=replace(k, lookups=lookups, outputs=k.outputs + op.outputs, cached=cached)
+    )
+
+
+def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") -> Op:
+    changes: dict[str, float] = {}
+    for s in splits:
+        if s.axis == "table" and s.dim != "ranks":
+            changes[s.dim] = changes.get(s.dim, getattr(op, s.dim)) * layout.tables[s.index]
+            continue
+        if s.axis == "hot":
+            changes[s.dim] = layout.hot[s.index] if layout.hot else 0.0
+            continue
+        ways = layout.ranks(s.axis)
+        if ways == 1 or s.axis == skip:
+            continue
+        if isinstance(op, Attention) and s.dim == "heads":
+            changes["heads"] = op.heads // ways
+            changes["kv_heads"] = -(-op.kv_heads // ways)  # a rank keeps at least one key/value head
+            continue
+        changes[s.dim] = s.divide(changes.get(s.dim, getattr(op, s.dim)), ways)
+    return replace(op, **changes) if changes else op  # type: ignore[arg-type]
+
+
+def _routed(node: Node, layout: Layout) -> Op:
+    """An expert op on one rank: the experts it holds that receive tokens, rows each."""
+    r, op = node.routed, node.op
+    assert r is not None
+    local = r.experts // layout.ep
+    groups, rows = r.load(r.tokens * layout.token_groups, local)
+    groups0, rows0 = r.load(r.tokens, r.experts)
+    dim = next(s.dim for s in node.split if s.axis == "ep")
+    if isinstance(op, Elementwise):
+        return replace(op, elements=op.elements * groups * rows / (groups0 * rows0))
+    assert isinstance(op, Matmul) and dim in ("m", "k"), (op, dim)
+    return replace(op, groups=groups, m=rows) if dim == "m" else replace(op, groups=groups, k=rows)
+
+
+def _marker(node: Node, layout: Layout) -> list[Node]:
+    """The collective a one-rank marker becomes on `layout`."""
+    op = node.op
+    assert isinstance(op, Collective)
+    axis = next(s.axis for s in node.split if s.dim == "ranks")
+    ranks = layout.ranks(axis)
+    if ranks == 1:
+        return []
+    size = op.bytes_per_rank
+    if isinstance(op, AllToAll) and axis == "table":
+        return [replace(node, op=replace(op, ranks=ranks), split=())]
+    if isinstance(op, AllToAll):
+        if not layout.exchange:
+            return []
+        sort = Copy(size_bytes=size, name=f"{op.name}.sort")
+        moved = AllToAll(ranks=ranks, bytes_per_rank=size, name=op.name)
+        pair = (moved, sort) if "dispatch" in op.name else (sort, moved)
+        return [replace(node, op=o, split=()) for o in pair]
+    split_stream = layout.sequence_parallel and axis in ("tp", "moe")
+    new: Collective | None
+    if isinstance(op, AllReduce):
+        new = (ReduceScatter if split_stream else AllReduce)(ranks=ranks, bytes_per_rank=size, name=op.name)
+    elif isinstance(op, AllGather):
+        new = AllGather(ranks=ranks, bytes_per_rank=size, name=op.name) if split_stream else None
+    else:
+        new = replace(op, ranks=ranks)
+    return [] if new is None else [replace(node, op=new, split=())]
+
+
+def _node(node: Node, layout: Layout) -> list[Node]:
+    op = node.op
+    if isinstance(op, Collective) and op.ranks == 1 and any(s.dim == "ranks" for s in node.split):
+        sized = _divided(op, tuple(s for s in node.split if s.dim != "ranks"), layout)
+        return _marker(replace(node, op=sized), layout)
+    if node.routed is not None:
+        op = _routed(node, layout)
+    op = _divided(op, node.split, layout, skip="ep" if node.routed is not None else "")
+    out = [replace(node, op=op)]
+    if isinstance(op, Attention) and layout.cp > 1:
+        out = [replace(node, op=op, count=node.count / layout.cp)]
+        # Ring attention: each rank's key/value block visits the other cp - 1 ranks while the
+        # attention computes; the backward passes the blocks and their gradients.
+        tokens = op.batch * op.kv_len // layout.cp
+        block = (
+            tokens * op.kv_heads * (op.head_dim + op.dv) * BYTES_PER_ELEMENT[op.kv_precision or op.precision]
+        )
+        sends = (layout.cp - 1) * (2 if op.backward else 1)
+        ring = SendRecv(ranks=2, bytes_per_rank=block, name="cp.ring")
+        out.append(Node(ring, count=node.count * sends, phase=node.phase))
+    return out
+
+
+def _tensor(t: Tensor, layout: Layout) -> Tensor:
+    elements = t.elements
+    for s in t.split:
+        elements = s.divide(elements, layout.ranks(s.axis))
+    return replace(t, elements=elements) if elements != t.elements else t
