@@ -186,11 +186,22 @@ def test_graph_cost_adds():
     assert math.isfinite(total.energy_j)
 
 
-def test_energy_at_peak_draws_tdp():
+def test_energy_is_flops_at_their_width_plus_dram_bytes():
+    """One energy model: a FLOP at its operand width (8-bit half a 16-bit one), a DRAM byte at the
+    DRAM figure; collectives charge nothing."""
+    from tapeout.perf.power import dram_energy, flop_energy
+
     s = sys1()
-    cost = op_cost(Matmul(m=16384, n=16384, k=16384), s)
-    power = cost.energy_j / cost.time_s
-    assert 0.5 * H100.tdp_w < power <= H100.tdp_w
+    for precision in ("bf16", "fp8"):
+        cost = op_cost(Matmul(m=8192, n=8192, k=8192, precision=precision), s)
+        expected = cost.flops * flop_energy(
+            H100, s.cal, "serving", precision
+        ) + cost.dram_bytes * dram_energy(s.cal)
+        assert cost.energy_j == pytest.approx(expected)
+    assert flop_energy(H100, s.cal, "serving", "fp8") == pytest.approx(
+        flop_energy(H100, s.cal, "serving", "bf16") / 2
+    )
+    assert op_cost(AllReduce(ranks=8, bytes_per_rank=2**30), System.of(H100, 8)).energy_j == 0.0
 
 
 def test_attention_key_block_counts_match_walking_every_query_block():

@@ -9,8 +9,12 @@ from tapeout.cli import app
 from tapeout.cost.tco import chip_tco
 from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
+from tapeout.parallel.recsys import RecsysPlan
 from tapeout.plan import fleet, parse_demand
-from tapeout.plan.fleet import Capacity, Option, allocate, groups_needed
+from tapeout.plan.allocate import Option, allocate, groups_needed
+from tapeout.plan.capacity import CHECK_TOLERANCE, Capacity, recsys_capacity, serving_capacity
+from tapeout.plan.pricing import price
+from tapeout.search.serving import checked_rate, server
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {
@@ -29,8 +33,8 @@ def demand(candidates, *demands, **extra):
 
 
 def test_recsys_fleet_is_the_capacity_formula():
-    out = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 1e6})).data
-    cap = fleet.recsys_capacity(parse_demand({"candidates": [{"hardware": "h100-sxm"}],
+    out = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 1e6})).as_dict()
+    cap = recsys_capacity(parse_demand({"candidates": [{"hardware": "h100-sxm"}],
                                               "demands": [{**RANK, "qps": 1e6}]}).demands[0], "h100-sxm")  # fmt: skip
     chips = math.ceil(1e6 / cap.units_per_s) * cap.chips
     tco = chip_tco(31905, get_chip("h100-sxm").tdp_w)  # the newest catalog price
@@ -42,13 +46,13 @@ def test_recsys_fleet_is_the_capacity_formula():
 
 
 def test_doubling_demand_doubles_chips():
-    one = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 2e6})).data["total_chips"]
-    two = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 4e6})).data["total_chips"]
+    one = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 2e6})).as_dict()["total_chips"]
+    two = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 4e6})).as_dict()["total_chips"]
     assert abs(two - 2 * one) <= 1  # whole groups round up
 
 
 def test_levy_and_price_override_scale_the_tco():
-    base = fleet.plan(demand([{"hardware": "h100-sxm", "price_usd": 20000}], {**RANK, "qps": 1e6})).data
+    base = fleet.plan(demand([{"hardware": "h100-sxm", "price_usd": 20000}], {**RANK, "qps": 1e6})).as_dict()
     levied = fleet.plan(
         demand([{"hardware": "h100-sxm", "price_usd": 20000, "levy": 0.25}], {**RANK, "qps": 1e6})
     )
@@ -56,24 +60,24 @@ def test_levy_and_price_override_scale_the_tco():
     tdp = get_chip("h100-sxm").tdp_w
     assert base["total_tco_usd"] == pytest.approx(chips * chip_tco(20000, tdp).total_usd)
     assert levied.total_tco_usd == pytest.approx(chips * chip_tco(25000, tdp).total_usd)
-    assert levied.data["candidates"][0]["price_source"] == "demand file (price_usd)"
+    assert levied.as_dict()["candidates"][0]["price_source"] == "demand file (price_usd)"
 
 
 def test_a_cap_forces_a_split():
     free = fleet.plan(demand([{"hardware": "h100-sxm"}, {"hardware": "a100-sxm-80gb"}], {**RANK, "qps": 2e6}))
-    best = free.data["chips"][0]
-    assert len(free.data["chips"]) == 1
+    best = free.as_dict()["chips"][0]
+    assert len(free.as_dict()["chips"]) == 1
     capped = fleet.plan(demand([{"hardware": best["hardware"], "max_chips": best["chips"] // 2},
                                 {"hardware": "h100-sxm" if best["hardware"] != "h100-sxm" else "a100-sxm-80gb"}],
-                               {**RANK, "qps": 2e6})).data  # fmt: skip
+                               {**RANK, "qps": 2e6})).as_dict()  # fmt: skip
     assert len(capped["chips"]) == 2
     assert capped["chips"][0]["chips"] <= best["chips"] // 2
     assert capped["total_tco_usd"] > free.total_tco_usd
 
 
 def test_allocate_matches_brute_force_on_a_small_case():
-    a = Capacity(chips=2, units_per_s=30.0, plan={})
-    b = Capacity(chips=1, units_per_s=10.0, plan={})
+    a = Capacity(chips=2, units_per_s=30.0, plan=RecsysPlan())
+    b = Capacity(chips=1, units_per_s=10.0, plan=RecsysPlan())
     opts = {
         "x": [Option(demand="x", candidate="A", cap=a, tco_per_chip_usd=3.0),
               Option(demand="x", candidate="B", cap=b, tco_per_chip_usd=2.0)],
@@ -135,7 +139,7 @@ def test_a_candidate_without_a_price_is_named():
 
 def test_serving_capacity_of_is_chips_times_capacity_per_chip():
     d = demand([{"hardware": "h100-sxm"}], {**CHAT, "capacity_of": {"hardware": "h100-sxm", "chips": 1000}})
-    out = fleet.plan(d).data["demands"][0]
+    out = fleet.plan(d).as_dict()["demands"][0]
     assert out["chips"] == 1000
     assert out["fleet"][0]["plan"]["tp"] == 1
 
@@ -143,8 +147,12 @@ def test_serving_capacity_of_is_chips_times_capacity_per_chip():
 def test_training_needs_more_chips_for_a_tighter_deadline():
     run = {"kind": "training", "name": "pre", "model": "llama-3.1-8b", "tokens": 2e11, "seq_len": 4096,
            "global_batch": 256}  # fmt: skip
-    slow = fleet.plan(demand([{"hardware": "h100-sxm"}], {**run, "deadline_days": 60})).data["demands"][0]
-    fast = fleet.plan(demand([{"hardware": "h100-sxm"}], {**run, "deadline_days": 15})).data["demands"][0]
+    slow = fleet.plan(demand([{"hardware": "h100-sxm"}], {**run, "deadline_days": 60})).as_dict()["demands"][
+        0
+    ]
+    fast = fleet.plan(demand([{"hardware": "h100-sxm"}], {**run, "deadline_days": 15})).as_dict()["demands"][
+        0
+    ]
     assert fast["chips"] > slow["chips"]
     assert fast["fleet"][0]["plan"]["run_days"] <= 15
     # One run's price: its chips for its duration at the chip-hour rate.
@@ -159,7 +167,7 @@ def test_in_house_break_even_volume_costs_what_the_bought_fleet_costs():
 
     out = fleet.plan(
         demand([{"hardware": "h100-sxm"}, {"hardware": "tapeout-i1"}], {**RANK, "qps": 1e6})
-    ).data
+    ).as_dict()
     be = out["demands"][0]["break_even"][0]
     assert be["candidate"] == "tapeout-i1"
     chip = get_chip("tapeout-i1")
@@ -199,18 +207,17 @@ SMALL = {
 
 
 def small_model():
-    from tapeout.sim.api import build_replica
+    from tapeout.api import replica as make_replica
+    from tapeout.parallel.inference import InferencePlan
     from tapeout.sim.capacity import ServingModel
     from tapeout.sim.scenarios import auto_batch
 
-    replica, _ = build_replica(SMALL["model"], "h100-sxm", 1)
+    replica, _ = make_replica(SMALL["model"], "h100-sxm", 1, InferencePlan())
     batch = auto_batch(replica, SMALL["input_len"], SMALL["output_len"])
     return replica, ServingModel(replica, SMALL["input_len"], SMALL["output_len"], max_batch=batch)
 
 
 def test_fast_capacity_agrees_with_the_simulated_server_search():
-    from tapeout.sim.scenarios import server
-
     replica, model = small_model()
     fast = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
     full = server(replica, SMALL["input_len"], SMALL["output_len"], ttft_limit_s=SMALL["ttft_limit_s"],
@@ -233,14 +240,9 @@ def test_capacity_model_mean_state_and_lone_request():
 
 def test_a_rate_that_fails_its_check_is_replaced_by_simulation():
     replica, model = small_model()
-    d = parse_demand(
-        {
-            "candidates": [{"hardware": "h100-sxm"}],
-            "demands": [{**SMALL, "kind": "serving", "name": "s", "precision": "bf16", "tokens_per_s": 1}],
-        }
-    )
     rate = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
-    got, seen = fleet._checked_rate(replica, model, d.demands[0], 2 * rate)  # fmt: skip
+    got, seen = checked_rate(replica, model, SMALL["input_len"], SMALL["output_len"], rate=2 * rate, tolerance=0.0,
+                             ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])  # fmt: skip
     assert seen["capacity_from"].startswith("simulation")
     assert rate / 2 <= got < 2 * rate
     assert seen["simulated_p99_tpot_s"] <= SMALL["tpot_limit_s"]
@@ -248,17 +250,18 @@ def test_a_rate_that_fails_its_check_is_replaced_by_simulation():
 
 def test_serving_capacity_is_the_models_rate_when_the_check_passes():
     d = demand([{"hardware": "h100-sxm"}], {**CHAT, "tokens_per_s": 1e4}).demands[0]
-    cap = fleet.serving_capacity(d, "h100-sxm")
-    assert cap.plan["capacity_from"] == "model, checked by simulation"
-    assert cap.plan["simulated_p99_tpot_s"] <= d.tpot_limit_s * (1 + fleet.CHECK_TOLERANCE)
-    assert cap.units_per_s == pytest.approx(cap.plan["requests_per_s_per_replica"] * d.output_len)
+    cap = serving_capacity(d, "h100-sxm")
+    assert cap.check is not None and cap.check.source == "model, checked by simulation"
+    assert cap.check.p99_tpot_s is not None and cap.check.p99_tpot_s <= d.tpot_limit_s * (1 + CHECK_TOLERANCE)
+    assert cap.requests_per_s is not None
+    assert cap.units_per_s == pytest.approx(cap.requests_per_s * d.output_len)
 
 
 def test_only_the_serving_capacities_that_can_matter_are_checked_by_simulation():
     d = demand(
         [{"hardware": "h100-sxm"}, {"hardware": "h20", "price_usd": 1e6}], {**CHAT, "tokens_per_s": 1e4}
     )
-    alternatives = {a["candidate"]: a for a in fleet.plan(d).data["demands"][0]["alternatives"]}
+    alternatives = {a["candidate"]: a for a in fleet.plan(d).as_dict()["demands"][0]["alternatives"]}
     assert alternatives["h100-sxm"]["plan"]["capacity_from"] == "model, checked by simulation"
     assert (
         alternatives["h20"]["plan"]["capacity_from"] == "model"
@@ -271,9 +274,9 @@ def test_a_region_picks_that_markets_catalog_price_or_says_which_regions_have_on
     from tapeout.plan.demand import Candidate
 
     h200 = get_chip("h200-sxm")
-    usd, source = fleet.price(Candidate(hardware="h200-sxm", region="CN"), h200, None)
+    usd, source = price(Candidate(hardware="h200-sxm", region="CN"), h200, None)
     assert usd == 25000 and "2025-12, CN" in source
     with pytest.raises(TapeoutError, match="no catalog price in region 'US' \\(regions with a price: CN\\)"):
-        fleet.price(Candidate(hardware="h200-sxm", region="US"), h200, None)
+        price(Candidate(hardware="h200-sxm", region="US"), h200, None)
     with pytest.raises(TapeoutError, match=r"field 'candidates\.0\.region'"):
         parse_demand({"candidates": [{"hardware": "h20", "region": "China"}], "demands": []}, "d")

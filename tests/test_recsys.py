@@ -4,13 +4,17 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from tapeout.api import recsys as recsys_api
 from tapeout.cli import app
 from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
+from tapeout.parallel.recsys import RecsysPlan, place
+from tapeout.parallel.shard import shard
 from tapeout.perf.rules import graph_cost
 from tapeout.perf.system import System
+from tapeout.search.recsys import server
 from tapeout.sim import recsys
-from tapeout.sim.recsys_api import recsys as recsys_api
+from tapeout.workloads import autodiff, dlrm
 from tapeout.workloads.models import get_model, resolve_model
 from tapeout.workloads.ops import Gather
 from tapeout.workloads.recsys import EmbeddingTable, Interaction, RecsysConfig
@@ -20,15 +24,15 @@ DLRM = get_model("dlrm-v2").config
 
 def test_uniform_tables_cache_the_densest_first():
     small, big = EmbeddingTable(rows=1000, dim=8, pooling=10), EmbeddingTable(rows=10**6, dim=8, pooling=10)
-    assert recsys.hit_rates([small, big], 1000) == [1.0, 0.0]
-    assert recsys.hit_rates([small, big], 0) == [0.0, 0.0]
+    assert dlrm.hit_rates([small, big], 1000) == [1.0, 0.0]
+    assert dlrm.hit_rates([small, big], 0) == [0.0, 0.0]
 
 
 def test_skewed_tables_hit_more_than_their_row_share():
     skewed = EmbeddingTable(rows=10**6, dim=8, pooling=1, skew_alpha=1.0)
     flat = EmbeddingTable(rows=10**6, dim=8, pooling=1)
-    assert recsys.hit_rates([skewed], 10**4)[0] > 0.5  # Zipf(1): the top 1 % of rows take most lookups
-    assert recsys.hit_rates([flat], 10**4)[0] == pytest.approx(0.01, rel=0.05)
+    assert dlrm.hit_rates([skewed], 10**4)[0] > 0.5  # Zipf(1): the top 1 % of rows take most lookups
+    assert dlrm.hit_rates([flat], 10**4)[0] == pytest.approx(0.01, rel=0.05)
 
 
 def test_gather_bytes_round_rows_up_to_granules():
@@ -42,7 +46,7 @@ def test_gather_bytes_round_rows_up_to_granules():
 
 
 def test_sharding_planner_balances_and_splits():
-    plan = recsys.plan_sharding(DLRM, 64, 10e9, "fp16", "table")
+    plan = place(DLRM, 64, 10e9, "fp16", "table")
     assert all(sum(o.values()) == pytest.approx(1.0) for o in plan.owners)
     work = [0.0] * 64
     for t, owners in zip(DLRM.tables, plan.owners, strict=True):
@@ -53,11 +57,13 @@ def test_sharding_planner_balances_and_splits():
 
 def test_tables_that_cannot_fit_say_so():
     with pytest.raises(TapeoutError, match=r"the tables take 104\.\d GB; 2 chips hold 20\.0 GB"):
-        recsys.plan_sharding(DLRM, 2, 10e9, "fp32", "table")
+        place(DLRM, 2, 10e9, "fp32", "table")
     with pytest.raises(TapeoutError, match="sharding 'data': the tables take"):
-        recsys.plan_sharding(DLRM, 8, 10e9, "int8", "data")
+        place(DLRM, 8, 10e9, "int8", "data")
     with pytest.raises(TapeoutError, match="field 'sharding': 'diagonal'; known: auto, data, table"):
-        recsys.plan_sharding(DLRM, 8, 10e9, "int8", "diagonal")  # type: ignore[arg-type]
+        place(DLRM, 8, 10e9, "int8", "diagonal")  # type: ignore[arg-type]
+    with pytest.raises(TapeoutError, match="field 'sharding': 'diagonal'; known: auto, data, table"):
+        RecsysPlan(sharding="diagonal")  # type: ignore[arg-type]
 
 
 def test_bad_recsys_configs_are_named():
@@ -75,24 +81,24 @@ def test_bad_recsys_configs_are_named():
 
 
 def test_inference_batches_and_server_mode():
-    rs = recsys.RecsysSystem.of(DLRM, System.of(get_chip("h100-sxm"), 8), precision="int8")
+    rs = recsys.RecsysSystem.of(DLRM, System.of(get_chip("h100-sxm"), 8), RecsysPlan(precision="int8"))
     small = recsys.offline(rs, pairs_per_sample=270, batch_pairs=4096)
     big = recsys.offline(rs, pairs_per_sample=270)
     assert big.samples_per_s > small.samples_per_s
     assert big.pairs_per_s == pytest.approx(270 * big.samples_per_s)
-    served = recsys.server(rs, latency_limit_s=0.01, pairs_per_sample=270, samples=4000)
+    served = server(rs, latency_limit_s=0.01, pairs_per_sample=270, samples=4000)
     assert served.p99_latency_s is not None and served.p99_latency_s <= 0.01
     assert 0 < served.samples_per_s <= big.samples_per_s
 
 
 def test_distinct_rows_match_the_occupancy_sum():
     flat = EmbeddingTable(rows=1000, dim=8)
-    assert recsys.distinct_rows(flat, 500) == pytest.approx(1000 * (1 - math.exp(-0.5)))
+    assert dlrm.distinct_rows(flat, 500) == pytest.approx(1000 * (1 - math.exp(-0.5)))
     skewed = EmbeddingTable(rows=10**4, dim=8, skew_alpha=1.0)
     h = sum(i**-1.0 for i in range(1, 10**4 + 1))
     naive = sum(1 - math.exp(-3000 * i**-1.0 / h) for i in range(1, 10**4 + 1))  # every row, one by one
-    assert recsys.distinct_rows(skewed, 3000) == pytest.approx(naive, rel=0.02)
-    assert recsys.distinct_rows(skewed, 3000) < recsys.distinct_rows(EmbeddingTable(rows=10**4, dim=8), 3000)
+    assert dlrm.distinct_rows(skewed, 3000) == pytest.approx(naive, rel=0.02)
+    assert dlrm.distinct_rows(skewed, 3000) < dlrm.distinct_rows(EmbeddingTable(rows=10**4, dim=8), 3000)
 
 
 def test_training_backward_rewrites_each_distinct_row_and_its_accumulator():
@@ -100,19 +106,24 @@ def test_training_backward_rewrites_each_distinct_row_and_its_accumulator():
     model = RecsysConfig(dense_features=13, tables=(table,), bottom_mlp=(128,), interaction=Interaction(kind="dot"),
                          top_mlp=(1,))  # fmt: skip
     sys = System.of(get_chip("h100-sxm"))
-    rs = recsys.RecsysSystem.of(model, sys, precision="fp16", training=True)
+    rs = recsys.RecsysSystem.of(model, sys, RecsysPlan(precision="fp16"), training=True)
     assert rs.embedding_precision == "fp32"  # fp32 master rows under mixed precision
-    lookups, distinct = 4000, recsys.distinct_rows(table, 4000)
-    cost = graph_cost(rs.embedding_ops(1000, backward=True), sys)
+    lookups, distinct = 4000, dlrm.distinct_rows(table, 4000)
+    tables = dlrm.tables(model, 1000, rs.embedding_precision, "fp16", training=True)
+    cost = graph_cost(shard(autodiff.backward(tables), rs.placement.layout(0, rs.hits)), sys)
     # fp16 bag gradient per lookup; fp32 row and fp32 Adagrad accumulator read and written once per distinct row
     assert cost.dram_bytes == pytest.approx(lookups * 128 * 2 + distinct * 2 * 2 * 128 * 4)
 
 
 def test_training_carries_its_share_of_the_evaluation():
     sys = System.of(get_chip("h100-sxm"), 8)
-    with_eval = recsys.train_step(recsys.RecsysSystem.of(DLRM, sys, precision="fp16", training=True), 55296)
+    with_eval = recsys.train_step(
+        recsys.RecsysSystem.of(DLRM, sys, RecsysPlan(precision="fp16"), training=True), 55296
+    )
     bare = DLRM.model_copy(update={"evaluation": None})
-    without = recsys.train_step(recsys.RecsysSystem.of(bare, sys, precision="fp16", training=True), 55296)
+    without = recsys.train_step(
+        recsys.RecsysSystem.of(bare, sys, RecsysPlan(precision="fp16"), training=True), 55296
+    )
     assert without.breakdown_s["evaluation"] == 0
     assert with_eval.step_time_s == pytest.approx(without.step_time_s + with_eval.breakdown_s["evaluation"])
     assert DLRM.evaluation is not None  # forward passes cost less than a third of a step per sample
@@ -121,15 +132,17 @@ def test_training_carries_its_share_of_the_evaluation():
 
 
 def test_training_step_has_all_to_all_when_sharded():
-    rs = recsys.RecsysSystem.of(DLRM, System.of(get_chip("h100-sxm"), 8), precision="fp16", training=True)
+    rs = recsys.RecsysSystem.of(
+        DLRM, System.of(get_chip("h100-sxm"), 8), RecsysPlan(precision="fp16"), training=True
+    )
     r = recsys.train_step(rs, 55296)
-    assert rs.shards.kind == "table" and r.breakdown_s["all_to_all"] > 0
+    assert rs.placement.kind == "table" and r.breakdown_s["all_to_all"] > 0
     assert r.samples_per_s == pytest.approx(55296 / r.step_time_s)
 
 
 def test_api_and_cli():
     out = recsys_api("dlrm-v2", "h100-sxm", 8, pairs_per_sample=270, latency_limit_s=0.06)
-    assert out["mode"] == "server" and out["samples_per_s"] > 0
+    assert out.mode == "server" and out.result.samples_per_s > 0 and out.as_dict()["samples_per_s"] > 0
     with pytest.raises(TapeoutError, match="training needs the global batch"):
         recsys_api("dlrm-v2", "h100-sxm", 8, training=True)
     res = CliRunner().invoke(app, ["recsys", "dlrm-v2", "--hardware", "h200-sxm", "--chips", "8", "--batch", "55296",

@@ -3,18 +3,19 @@ import json
 import numpy as np
 import pytest
 
+from tapeout.api import serve
 from tapeout.errors import TapeoutError
 from tapeout.hardware import get_chip
 from tapeout.parallel.inference import InferencePlan
 from tapeout.perf.system import System
+from tapeout.search.serving import server
 from tapeout.sim import scenarios
-from tapeout.sim.api import serve
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests
 from tapeout.sim.serve import simulate
 from tapeout.workloads.models import get_model
 
-FP8 = {"weight_precision": "fp8", "act_precision": "fp8", "kv_precision": "fp8"}
+FP8 = {"precision": "fp8"}
 
 
 def replica(model="llama-2-7b", chip="h100-sxm", chips=1, **plan):
@@ -261,12 +262,27 @@ def test_offline_picks_the_batch_the_cache_holds():
 
 def test_server_rate_meets_the_limits():
     r = replica("llama-2-7b")
-    res = scenarios.server(r, 200, 100, ttft_limit_s=0.5, tpot_limit_s=0.05, batch=64, requests=400)
+    res = server(r, 200, 100, ttft_limit_s=0.5, tpot_limit_s=0.05, batch=64, requests=400)
     assert res.rate_per_s and res.rate_per_s > 0
     assert res.result is not None
     s = res.result.summary()
     assert s["ttft_s"]["p99"] <= 0.5 and s["tpot_s"]["p99"] <= 0.05
-    assert res.tokens_per_s < scenarios.offline(r, 200, 100, batch=64).tokens_per_s
+    # The next step of the search (1/8 of the 10 % bracket up) misses a limit.
+    assert res.tokens_per_s == pytest.approx(res.rate_per_s * 100)
+
+
+def test_server_search_brackets_from_the_model_and_bisects():
+    from tapeout.search.serving import highest
+
+    seen = []
+
+    def ok(x: float) -> bool:
+        seen.append(x)
+        return x <= 5.0
+
+    assert 5.0 / 1.1 ** (1 / 8) < highest(ok, 4.0, factor=1.1, steps=24, refine=3) <= 5.0
+    assert len(seen) <= 4 + 3  # three steps up to the bracket, three bisections
+    assert highest(lambda x: False, 4.0, factor=1.1, steps=5, refine=3) == 0.0
 
 
 def test_fixed_batch_is_batch_over_step():
@@ -282,21 +298,16 @@ def test_fixed_batch_that_overflows_the_cache_is_refused():
 
 # ---- API and CLI --------------------------------------------------------------------------
 def test_serve_api_reports_throughput_latency_memory_and_limiters():
-    out = serve(
-        "llama-2-70b",
-        "h100-sxm",
-        8,
-        tp=2,
-        precision="fp8",
-        input_len=200,
-        output_len=50,
-        rate=20.0,
-        requests=200,
+    out = serve("llama-2-70b", "h100-sxm", 8, InferencePlan(tp=2, precision="fp8"), input_len=200, output_len=50,
+                rate=20.0, requests=200)  # fmt: skip
+    assert out.replicas == 4 and out.arrivals == "poisson"
+    assert set(out.percentiles("ttft_s")) == {"mean", "p50", "p90", "p99"}
+    assert out.memory.weights_bytes == pytest.approx(35e9, rel=0.05)
+    assert out.decode.bound in ("compute", "memory", "network", "latency", "power")
+    data = out.as_dict()
+    assert data["plan"]["replicas"] == 4 and data["memory_per_chip"]["weights_gb"] == pytest.approx(
+        35, rel=0.05
     )
-    assert out["plan"]["replicas"] == 4
-    assert set(out["ttft_s"]) == {"mean", "p50", "p90", "p99"}
-    assert out["memory_per_chip"]["weights_gb"] == pytest.approx(35, rel=0.05)
-    assert out["phases"]["decode"]["bound"] in ("compute", "memory", "network", "latency", "power")
 
 
 def test_serve_cli_json_and_bad_trace(tmp_path, capsys):

@@ -216,7 +216,7 @@ def train(
     describing the software.
 
     >>> out = train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64,
-    ...             plan=TrainingPlan(zero=1, recompute="selective"))
+    ...             plan=TrainingPlan(zero=2, recompute="selective"))
     >>> sorted(out.result.breakdown_s) == ["compute", "exposed_communication", "optimizer", "pipeline_bubble"]
     True
     """

@@ -70,7 +70,7 @@ class Memory:
             "runtime": self.reserve_bytes / GB,
         }  # fmt: skip
 
-    def require_fit(self, what: str) -> None:
+    def require_fit(self, what: str, detail: str = "") -> None:
         """Raise, naming every part and the overflow, when the parts exceed the chip."""
         if self.free_bytes >= 0:
             return
@@ -78,6 +78,7 @@ class Memory:
         raise DoesNotFit(
             f"{what} does not fit on {self.chip_id}: per chip {parts} = {self.used_bytes / GB:.1f} GB exceed "
             f"{self.capacity_bytes / GB:g} GB by {-self.free_bytes / GB:.1f} GB"
+            + (f" ({detail})" if detail else "")
         )
 
     @property

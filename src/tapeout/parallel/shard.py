@@ -23,11 +23,12 @@ twice in the backward: keys and values, then their gradients).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from tapeout.precision import BYTES_PER_ELEMENT
 from tapeout.workloads.graph import Axis, Graph, Node, Split, Tensor
+from tapeout.workloads.moe import Routing
 from tapeout.workloads.ops import (
     AllGather,
     AllReduce,
@@ -35,12 +36,11 @@ from tapeout.workloads.ops import (
     Attention,
     Collective,
     Copy,
-    Elementwise,
     Gather,
-    Matmul,
     Op,
     ReduceScatter,
     SendRecv,
+    rebuild,
 )
 
 
@@ -135,8 +135,8 @@ def _batch_table(batched: dict[tuple[object, ...], int], nodes: list[Node], node
     assert isinstance(k, Gather)
     lookups = k.lookups + op.lookups
     cached = (k.cached * k.lookups + op.cached * op.lookups) / lookups
-    nodes[at] = replace(
-        nodes[at], op=replace(k, lookups=lookups, outputs=k.outputs + op.outputs, cached=cached)
+    nodes[at] = rebuild(
+        nodes[at], op=rebuild(k, lookups=lookups, outputs=k.outputs + op.outputs, cached=cached)
     )
 
 
@@ -157,21 +157,19 @@ def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") 
             changes["kv_heads"] = -(-op.kv_heads // ways)  # a rank keeps at least one key/value head
             continue
         changes[s.dim] = s.divide(changes.get(s.dim, getattr(op, s.dim)), ways)
-    return replace(op, **changes) if changes else op  # type: ignore[arg-type]
+    return rebuild(op, **changes) if changes else op
 
 
-def _routed(node: Node, layout: Layout) -> Op:
-    """An expert op on one rank: the experts it holds that receive tokens, rows each."""
-    r, op = node.routed, node.op
+def _routed(node: Node, layout: Layout) -> tuple[Op, Routing]:
+    """An expert op on one rank: the experts it holds that receive tokens, rows each; and the
+    routing as that rank sees it."""
+    r = node.routed
     assert r is not None
-    local = r.experts // layout.ep
-    groups, rows = r.load(r.tokens * layout.token_groups, local)
-    groups0, rows0 = r.load(r.tokens, r.experts)
     dim = next(s.dim for s in node.split if s.axis == "ep")
-    if isinstance(op, Elementwise):
-        return replace(op, elements=op.elements * groups * rows / (groups0 * rows0))
-    assert isinstance(op, Matmul) and dim in ("m", "k"), (op, dim)
-    return replace(op, groups=groups, m=rows) if dim == "m" else replace(op, groups=groups, k=rows)
+    local = r.experts // layout.ep
+    return r.place(node.op, dim, r.tokens * layout.token_groups, local), rebuild(
+        r, local=local, reach=layout.token_groups
+    )
 
 
 def _marker(node: Node, layout: Layout) -> list[Node]:
@@ -184,14 +182,16 @@ def _marker(node: Node, layout: Layout) -> list[Node]:
         return []
     size = op.bytes_per_rank
     if isinstance(op, AllToAll) and axis == "table":
-        return [replace(node, op=replace(op, ranks=ranks), split=())]
+        return [rebuild(node, op=rebuild(op, ranks=ranks), split=())]
     if isinstance(op, AllToAll):
         if not layout.exchange:
             return []
         sort = Copy(size_bytes=size, name=f"{op.name}.sort")
         moved = AllToAll(ranks=ranks, bytes_per_rank=size, name=op.name)
-        pair = (moved, sort) if "dispatch" in op.name else (sort, moved)
-        return [replace(node, op=o, split=()) for o in pair]
+        sort_dims = tuple(("size_bytes", names) for f, names in node.dims if f == "bytes_per_rank")
+        sorted_ = rebuild(node, op=sort, split=(), dims=sort_dims)
+        sent = rebuild(node, op=moved, split=())
+        return [sent, sorted_] if "dispatch" in op.name else [sorted_, sent]
     split_stream = layout.sequence_parallel and axis in ("tp", "moe")
     new: Collective | None
     if isinstance(op, AllReduce):
@@ -199,21 +199,22 @@ def _marker(node: Node, layout: Layout) -> list[Node]:
     elif isinstance(op, AllGather):
         new = AllGather(ranks=ranks, bytes_per_rank=size, name=op.name) if split_stream else None
     else:
-        new = replace(op, ranks=ranks)
-    return [] if new is None else [replace(node, op=new, split=())]
+        new = rebuild(op, ranks=ranks)
+    return [] if new is None else [rebuild(node, op=new, split=())]
 
 
 def _node(node: Node, layout: Layout) -> list[Node]:
     op = node.op
     if isinstance(op, Collective) and op.ranks == 1 and any(s.dim == "ranks" for s in node.split):
         sized = _divided(op, tuple(s for s in node.split if s.dim != "ranks"), layout)
-        return _marker(replace(node, op=sized), layout)
-    if node.routed is not None:
-        op = _routed(node, layout)
-    op = _divided(op, node.split, layout, skip="ep" if node.routed is not None else "")
-    out = [replace(node, op=op)]
+        return _marker(rebuild(node, op=sized), layout)
+    routed = node.routed
+    if routed is not None:
+        op, routed = _routed(node, layout)
+    op = _divided(op, node.split, layout, skip="ep" if routed is not None else "")
+    out = [rebuild(node, op=op, routed=routed)]
     if isinstance(op, Attention) and layout.cp > 1:
-        out = [replace(node, op=op, count=node.count / layout.cp)]
+        out = [rebuild(node, op=op, count=node.count / layout.cp)]
         # Ring attention: each rank's key/value block visits the other cp - 1 ranks while the
         # attention computes; the backward passes the blocks and their gradients.
         tokens = op.batch * op.kv_len // layout.cp
@@ -230,4 +231,4 @@ def _tensor(t: Tensor, layout: Layout) -> Tensor:
     elements = t.elements
     for s in t.split:
         elements = s.divide(elements, layout.ranks(s.axis))
-    return replace(t, elements=elements) if elements != t.elements else t
+    return rebuild(t, elements=elements) if elements != t.elements else t

@@ -38,21 +38,42 @@ class Cost:
     latency_s: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f: getattr(self, f) + getattr(other, f) for f in _FIELDS})
+        return Cost.total((self, other))
 
     def __mul__(self, times: float) -> Cost:
-        return Cost(**{f: getattr(self, f) * times for f in _FIELDS})
+        return Cost.total((self,), times)
 
     __rmul__ = __mul__
 
     @classmethod
-    def total(cls, costs: Iterable[Cost]) -> Cost:
-        """The sum of many costs, in one pass."""
-        sums = [0.0] * len(_FIELDS)
+    def total(cls, costs: Iterable[Cost], times: float = 1.0) -> Cost:
+        """The sum of many costs (each repeated `times`), in one pass. Written out field by
+        field: this is the innermost loop of every simulation."""
+        t = fl = dram = sram = link = net = e = cs = ms = ns = ls = 0.0
         for c in costs:
-            for i, f in enumerate(_FIELDS):
-                sums[i] += getattr(c, f)
-        return cls(**dict(zip(_FIELDS, sums, strict=True)))
+            t += c.time_s
+            fl += c.flops
+            dram += c.dram_bytes
+            sram += c.sram_bytes
+            link += c.link_bytes
+            net += c.network_bytes
+            e += c.energy_j
+            cs += c.compute_s
+            ms += c.memory_s
+            ns += c.network_s
+            ls += c.latency_s
+        if times != 1.0:
+            t, fl, dram, sram, link, net = (
+                t * times,
+                fl * times,
+                dram * times,
+                sram * times,
+                link * times,
+                net * times,
+            )
+            e, cs, ms, ns, ls = e * times, cs * times, ms * times, ns * times, ls * times
+        return cls(time_s=t, flops=fl, dram_bytes=dram, sram_bytes=sram, link_bytes=link, network_bytes=net,
+                   energy_j=e, compute_s=cs, memory_s=ms, network_s=ns, latency_s=ls)  # fmt: skip
 
     @property
     def bound(self) -> Bound:
@@ -74,5 +95,4 @@ class Cost:
         return out
 
 
-_FIELDS = tuple(f.name for f in fields(Cost))
 ZERO = Cost()

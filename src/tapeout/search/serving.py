@@ -54,7 +54,7 @@ def highest(ok: Callable[[float], bool], start: float, *, factor: float, steps: 
     when `ok` fails down to `start / factor**steps`.
 
     >>> round(highest(lambda x: x <= 7.0, 10.0, factor=1.1, steps=24, refine=3), 3)
-    6.952
+    6.916
     """
     if ok(start):
         lo, hi = start, start * factor

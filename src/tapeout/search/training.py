@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from tapeout.errors import TapeoutError
+from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.training import RECOMPUTE, AttentionKernel, TrainingPlan
 from tapeout.perf.system import System
@@ -84,11 +84,11 @@ def _value(plan: TrainingPlan, chips: int, name: str) -> object:
     return chips // plan.model_chips if name == "dp" else getattr(plan, name)
 
 
-def _reason(exc: TapeoutError) -> str:
-    text = str(exc)
-    if "does not fit" in text:
-        return "memory: " + text.split(": per chip ", 1)[0].replace("the plan ", "")
-    return text.split(":", 1)[0]
+def _reason(exc: TapeoutError, chip: str) -> str:
+    """What a candidate failed on: memory, or the plan field its check names."""
+    if isinstance(exc, DoesNotFit):
+        return f"memory: does not fit on {chip}"
+    return str(exc).split(":", 1)[0]
 
 
 def search(
@@ -134,7 +134,7 @@ def search(
         try:
             result = train_step(model, system, plan, seq_len=seq_len, global_batch=global_batch)
         except TapeoutError as exc:
-            failures[_reason(exc)] += 1
+            failures[_reason(exc, system.chip.id)] += 1
             continue
         feasible += 1
         if best is None or result.step_time_s < best.step_time_s:

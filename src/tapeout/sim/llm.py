@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from tapeout.errors import TapeoutError
 from tapeout.parallel.inference import InferencePlan
 from tapeout.parallel.memory import KV_MEMORY_FRACTION, Memory, serving_memory
-from tapeout.parallel.shard import shard
+from tapeout.parallel.shard import Layout, shard
 from tapeout.perf.cost import ZERO, Cost
 from tapeout.perf.rules import graph_cost, op_cost
 from tapeout.perf.system import System
@@ -99,11 +99,17 @@ class Replica:
     layers_only: bool = False  # the transformer layers alone: no embeddings, final norm or head
     memory: Memory = field(init=False)
     numerics: Numerics = field(init=False)
+    layout: Layout = field(init=False)
     _linear: dict[int, tuple[Cost, Cost]] = field(init=False, default_factory=dict)
     _head: dict[int, Cost] = field(init=False, default_factory=dict)
     _stage_layers: int = field(init=False, default=1)
     _parts: int = field(init=False, default=1)  # pipeline stages x attention groups
-    _attention_costs: dict[tuple[int, int, int, int, int], Cost] = field(init=False, default_factory=dict)
+    _attention_costs: dict[tuple[int, int, int], Cost] = field(init=False, default_factory=dict)
+    # One chip's share of the graphs, lowered once with their dynamic dimensions at one (an
+    # inference plan splits none of them): layers per kind with their counts on the busiest
+    # stage, the embedding, the head, a prefill and a decode attention call.
+    _templates: dict[str, Graph] = field(init=False, default_factory=dict)
+    _layer_kinds: list[tuple[float, Graph]] = field(init=False, default_factory=list)
 
     @classmethod
     def of(
@@ -122,10 +128,24 @@ class Replica:
             raise TapeoutError(f"field 'max_tokens': the token budget must be >= 1, got {max_tokens}")
         replica = cls(model=model, system=system, plan=plan, max_tokens=max_tokens, layers_only=layers_only)
         replica.numerics = plan.numerics
+        replica.layout = plan.layout
         replica._stage_layers = plan.stage_layers(model)
         replica._parts = plan.pp * plan.attention_groups
         replica.memory = replica._memory(kv_memory_fraction)
+        replica._lower()
         return replica
+
+    def _lower(self) -> None:
+        m, num, lay = self.model, self.numerics, self.layout
+        assert not lay.sequence_parallel  # instantiating sharded templates needs no split tokens
+        self._layer_kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe).ops(), lay))
+                             for moe, count in transformer.census(m)]  # fmt: skip
+        self._templates = {
+            "embedding": shard(transformer.embedding(m, 1, num), lay),
+            "head": shard(transformer.head(m, 1, num), lay).ops(),
+            "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay),
+            "decode": shard(transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay),
+        }
 
     @property
     def _stage_share(self) -> float:
@@ -164,12 +184,11 @@ class Replica:
         if cached is not None:
             return cached
         m, p, sys, num = self.model, self.plan, self.system, self.numerics
-        g = shard(transformer.layers(m, m_group, num), p)
-        compute = graph_cost(g.compute(), sys) * self._stage_share
-        comm = graph_cost(g.communication(), sys) * self._stage_share
+        parts = [(n, g.at(tokens=m_group)) for n, g in self._layer_kinds]
         if not self.layers_only and p.pp == 1:  # with stages, the embedding is on another one
-            e = shard(transformer.embedding(m, m_group, num), p)
-            compute, comm = compute + graph_cost(e.compute(), sys), comm + graph_cost(e.communication(), sys)
+            parts.append((1.0, self._templates["embedding"].at(tokens=m_group)))
+        compute = Cost.total(graph_cost(g.compute(), sys) * n for n, g in parts)
+        comm = Cost.total(graph_cost(g.communication(), sys) * n for n, g in parts)
         if p.pp > 1:
             size = m_group * m.hidden_size * BYTES_PER_ELEMENT[num.stream]
             comm = comm + op_cost(SendRecv(ranks=2, bytes_per_rank=size, name="pp"), sys)
@@ -181,9 +200,7 @@ class Replica:
             return ZERO
         cost = self._head.get(samplers)
         if cost is None:
-            cost = graph_cost(
-                shard(transformer.head(self.model, samplers, self.numerics), self.plan), self.system
-            )
+            cost = graph_cost(self._templates["head"].at(tokens=samplers), self.system)
             self._head[samplers] = cost
         return cost
 
@@ -197,31 +214,30 @@ class Replica:
         n_d = self._share(batch.decode_seqs)
         return n_p, q, kv, n_d, max(1, round(batch.decode_context / batch.decode_seqs)) if n_d else 0
 
-    def _attention_graph(self, shape: tuple[int, int, int, int, int]) -> Graph:
-        """One layer's attention on one chip: a call for the prefill chunks (the latent of
-        multi-head latent attention expanded), one for the decodes (absorbed)."""
-        n_p, q, kv, n_d, kv_d = shape
-        m, num = self.model, self.numerics
-        parts = []
-        if n_p:
-            parts.append(
-                transformer.attention(m, batch=n_p, q_len=q, kv_len=kv, numerics=num, phase=Phase.PREFILL)
-            )
-        if n_d:
-            parts.append(transformer.attention(m, batch=n_d, q_len=1, kv_len=kv_d, numerics=num,
-                                               phase=Phase.DECODE, causal=False, mla="absorbed"))  # fmt: skip
-        return shard(Graph.join(parts), self.plan)
-
-    def _attention(self, batch: Batch) -> Cost:
-        """One iteration's attention over the stage's layers, cached by shape."""
-        shape = self._attention_shape(batch)
-        cost = self._attention_costs.get(shape)
-        if cost is None:  # the same shape recurs from one iteration to the next
-            cost = graph_cost(self._attention_graph(shape), self.system) * self._stage_layers
+    def _attention_call(self, kind: str, batch: int, q: int, kv: int) -> Cost:
+        """One attention call (`prefill` chunks, or `decode` steps) over the stage's layers, cached by
+        shape (the same shape recurs from one iteration to the next)."""
+        if not batch:
+            return ZERO
+        key = (batch, q, kv) if kind == "prefill" else (-batch, q, kv)
+        cost = self._attention_costs.get(key)
+        if cost is None:
+            g = self._templates[kind].at(batch=batch, q=q, kv=kv)
+            cost = graph_cost(g, self.system) * self._stage_layers
             if len(self._attention_costs) >= ATTENTION_SHAPES:
                 self._attention_costs.clear()
-            self._attention_costs[shape] = cost
+            self._attention_costs[key] = cost
         return cost
+
+    def _attention(self, batch: Batch) -> Cost:
+        """One iteration's attention on one chip: a call for the prefill chunks (the latent of
+        multi-head latent attention expanded), one for the decodes (absorbed)."""
+        n_p, q, kv, n_d, kv_d = self._attention_shape(batch)
+        prefill, decode = (
+            self._attention_call("prefill", n_p, q, kv),
+            self._attention_call("decode", n_d, 1, kv_d),
+        )
+        return decode if not n_p else prefill if not n_d else prefill + decode
 
     # ---- the iteration -------------------------------------------------------------------
     def _parts_of(self, batch: Batch) -> tuple[Cost, Cost, Cost, Cost]:

@@ -301,7 +301,7 @@ def train_step(
     >>> from tapeout.hardware import get_chip
     >>> from tapeout.workloads.models import get_model
     >>> r = train_step(get_model("llama-3.1-8b").config, System.of(get_chip("h100-sxm"), 8),
-    ...                TrainingPlan(tp=1, recompute="selective", zero=1), seq_len=4096, global_batch=64)
+    ...                TrainingPlan(tp=1, recompute="selective", zero=2), seq_len=4096, global_batch=64)
     >>> 0.2 < r.mfu < 0.7
     True
     """
@@ -310,7 +310,7 @@ def train_step(
     shape = _Shape.of(plan, seq_len)
     mem, groups = _memory(model, system, plan, dp, shape, layers_only)
     if check_memory:
-        mem.require_fit(f"the plan ({plan.describe(dp)})")
+        mem.require_fit("the plan", plan.describe(dp))
     fwd, bwd, ends, comm, ring = _micro_batch(model, system, plan, shape, layers_only)
     busy = fwd.time_s + bwd.time_s + ends.time_s
     compute = system.capped(busy, fwd.energy_j + bwd.energy_j + ends.energy_j)

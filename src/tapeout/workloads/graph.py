@@ -15,12 +15,12 @@ nothing; they mark where a sharded graph must combine partial sums or exchange t
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import KW_ONLY, dataclass, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, fields
 from typing import TYPE_CHECKING, Literal
 
 from tapeout.precision import BYTES_PER_ELEMENT, Precision
-from tapeout.workloads.ops import Op, OpKind
+from tapeout.workloads.ops import Op, OpKind, rebuild
 
 if TYPE_CHECKING:
     from tapeout.workloads.moe import Routing
@@ -48,6 +48,8 @@ class Role(enum.Enum):
     WORKSPACE = "workspace"  # transient buffers of one layer's pass, per token
 
 
+# An op field and the dynamic dimensions whose product scales it.
+Dims = tuple[tuple[str, tuple[str, ...]], ...]
 # Mesh axes a plan maps onto ops: tensor, sequence (the tensor-parallel ranks splitting tokens),
 # context, expert parallelism, the ways one expert's FFN splits, the ranks that sum the experts'
 # partial outputs, data parallelism, and a recommendation model's embedding tables (the share of
@@ -89,7 +91,10 @@ class Node:
     """One op of a graph: it runs `count` times (layers, micro-batches; a fraction where a rank
     runs that share of it) in `phase`. `routed` marks an expert op whose rows and groups follow
     the routing of tokens to experts. `grad` gives the ops of its backward where the general rule
-    (`workloads.autodiff`) does not hold."""
+    (`workloads.autodiff`) does not hold. `dims` names the op fields that scale with the graph's
+    dynamic dimensions (`tokens` of a layer; `batch`, `q` and `kv` of an attention call), each
+    with the dimensions whose product scales it: a graph lowered with every dimension at one is
+    instantiated for any sizes by `Graph.at`."""
 
     op: Op
     _: KW_ONLY
@@ -98,6 +103,7 @@ class Node:
     split: tuple[Split, ...] = ()
     routed: Routing | None = None
     grad: tuple[Op, ...] | None = None
+    dims: Dims = ()
 
     @property
     def name(self) -> str:
@@ -106,6 +112,29 @@ class Node:
     @property
     def flops(self) -> float:
         return self.op.flops * self.count
+
+    def at(self, sizes: Mapping[str, int]) -> Node:
+        """This node with its dynamic dimensions `sizes` times what it was lowered for."""
+        r = self.routed
+        if r is not None and "tokens" in sizes:
+            tokens = sizes["tokens"]
+            dim = next((s.dim for s in self.split if s.axis == "ep"), "m")
+            op = r.place(self.op, dim, r.tokens * tokens * r.reach, r.local or r.experts)
+            return Node(op, count=self.count, phase=self.phase, split=self.split,
+                        routed=rebuild(r, tokens=r.tokens * tokens), grad=self.grad)  # fmt: skip
+        if not self.dims:
+            return self
+        changes = {}
+        for field, names in self.dims:
+            factor = 1
+            for n in names:
+                factor *= sizes.get(n, 1)
+            if factor != 1:
+                changes[field] = getattr(self.op, field) * factor
+        if not changes:
+            return self
+        return Node(rebuild(self.op, **changes), count=self.count, phase=self.phase, split=self.split,
+                    grad=self.grad, dims=self.dims)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +147,17 @@ class Tensor:
     role: Role
     split: tuple[Split, ...] = ()
     count: float = 1.0
+    dims: tuple[str, ...] = ()  # the dynamic dimensions whose product scales its elements
 
     @property
     def bytes(self) -> float:
         return self.elements * BYTES_PER_ELEMENT[self.precision] * self.count
+
+    def at(self, sizes: Mapping[str, int]) -> Tensor:
+        factor = 1
+        for n in self.dims:
+            factor *= sizes.get(n, 1)
+        return rebuild(self, elements=self.elements * factor) if factor != 1 else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +179,8 @@ class Graph:
 
     def __mul__(self, times: float) -> Graph:
         return Graph(
-            tuple(replace(n, count=n.count * times) for n in self.nodes),
-            tuple(replace(t, count=t.count * times) for t in self.live),
+            tuple(rebuild(n, count=n.count * times) for n in self.nodes),
+            tuple(rebuild(t, count=t.count * times) for t in self.live),
         )
 
     __rmul__ = __mul__
@@ -157,6 +193,23 @@ class Graph:
             nodes.extend(g.nodes)
             live.extend(g.live)
         return cls(tuple(nodes), tuple(live))
+
+    def at(self, **sizes: int) -> Graph:
+        """The graph with its dynamic dimensions at `sizes` (see `Node.dims`). A sharded graph
+        instantiates exactly when its plan splits no dynamic dimension (no sequence parallelism).
+
+        >>> from tapeout.workloads.ops import Matmul
+        >>> g = Graph((Node(Matmul(m=1, n=8, k=8), dims=(("m", ("tokens",)),)),))
+        >>> g.at(tokens=512).nodes[0].op.m
+        512
+        """
+        if all(v == 1 for v in sizes.values()):
+            return self
+        return Graph(tuple(n.at(sizes) for n in self.nodes), tuple(t.at(sizes) for t in self.live))
+
+    def ops(self) -> Graph:
+        """The nodes alone, without the live tensors (what costing needs)."""
+        return Graph(self.nodes)
 
     def select(self, *phases: Phase) -> Graph:
         """The nodes of these phases (all live tensors kept)."""
@@ -171,7 +224,7 @@ class Graph:
         return Graph(tuple(n for n in self.nodes if _is_collective(n.op)), ())
 
     def with_phase(self, phase: Phase) -> Graph:
-        return Graph(tuple(replace(n, phase=phase) for n in self.nodes), self.live)
+        return Graph(tuple(rebuild(n, phase=phase) for n in self.nodes), self.live)
 
     @property
     def flops(self) -> float:

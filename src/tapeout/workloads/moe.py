@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from tapeout.workloads.ops import Elementwise, Matmul, Op, rebuild
+
 
 @dataclass(frozen=True, slots=True)
 class Routing:
@@ -22,6 +24,8 @@ class Routing:
     top_k: int
     tokens: int  # tokens of one rank's batch before any exchange between ranks
     kind: Literal["uniform"] = "uniform"
+    local: int | None = None  # experts the rank holds, once sharded (None: all)
+    reach: int = 1  # token groups whose tokens reach the rank's experts, once sharded
 
     def load(self, tokens: float, local: int) -> tuple[int, int]:
         """(experts of the `local` held that receive tokens, rows each) when `tokens` tokens are
@@ -37,3 +41,15 @@ class Routing:
         groups = max(1, round(active))
         rows = math.ceil(tokens * k * local / (e * groups))
         return groups, max(1, rows)
+
+    def place(self, op: Op, rows_dim: str, tokens: float, local: int) -> Op:
+        """`op`, an expert op as this routing placed it (for `self.tokens` tokens from `reach`
+        groups over the `local` experts a rank holds, or all of them), run by a rank that holds
+        `local` experts when `tokens` tokens are routed: the experts that receive tokens, rows
+        each (in field `rows_dim` of a matmul; the elements of a pointwise op)."""
+        groups, rows = self.load(tokens, local)
+        groups0, rows0 = self.load(self.tokens * self.reach, self.local or self.experts)
+        if isinstance(op, Elementwise):
+            return rebuild(op, elements=op.elements * groups * rows / (groups0 * rows0))
+        assert isinstance(op, Matmul) and rows_dim in ("m", "k"), (op, rows_dim)
+        return rebuild(op, groups=groups, m=rows) if rows_dim == "m" else rebuild(op, groups=groups, k=rows)

@@ -8,10 +8,27 @@ cost rules' business. A new kind needs a reason: the cost rules dispatch on `OpK
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal, TypeVar
 
 from tapeout.precision import nbytes
+
+T = TypeVar("T")
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def rebuild(obj: T, **changes: Any) -> T:
+    """A frozen dataclass with some fields changed: `dataclasses.replace` without its per-call
+    introspection (graphs are rebuilt op by op in every simulation's innermost loop).
+
+    >>> rebuild(Matmul(m=1, n=2, k=3), m=8).m
+    8
+    """
+    cls = type(obj)
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        names = _INIT_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.init)  # type: ignore[arg-type]
+    return cls(**{n: changes[n] if n in changes else getattr(obj, n) for n in names})
 
 
 class OpKind(enum.Enum):

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from tapeout.errors import TapeoutError
 from tapeout.precision import BYTES_PER_ELEMENT, Numerics, Precision, narrow, wider
-from tapeout.workloads.graph import Graph, Node, Phase, Role, Split, Tensor
+from tapeout.workloads.graph import COLLECTIVE_KINDS, Dims, Graph, Node, Phase, Role, Split, Tensor
 from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.moe import Routing
 from tapeout.workloads.ops import (
@@ -34,6 +35,7 @@ from tapeout.workloads.ops import (
     Gather,
     Matmul,
     Op,
+    OpKind,
     Reduce,
 )
 
@@ -41,6 +43,14 @@ Mla = Literal["expanded", "absorbed"]
 Kernel = Literal["flash", "unfused"]
 MASK: Precision = "int8"  # dropout masks: one byte per element
 
+# The op fields a layer's token count scales (the dynamic dimension of its graph).
+TOKENS = ("tokens",)
+PER_TOKEN: dict[OpKind, Dims] = {
+    OpKind.MATMUL: (("m", TOKENS),), OpKind.ELEMENTWISE: (("elements", TOKENS),),
+    OpKind.REDUCE: (("rows", TOKENS),), OpKind.COPY: (("size_bytes", TOKENS),),
+    OpKind.GATHER: (("lookups", TOKENS), ("outputs", TOKENS)),
+    **{k: (("bytes_per_rank", TOKENS),) for k in COLLECTIVE_KINDS},
+}  # fmt: skip
 TP_N = (Split("tp", "n"),)
 TP_K = (Split("tp", "k"),)
 SP_ROWS = (Split("sp", "rows"),)
@@ -74,7 +84,8 @@ class _Layer:
     live: list[Tensor] = field(default_factory=list)
 
     def add(self, op: Op, split: tuple[Split, ...] = (), routed: Routing | None = None) -> None:
-        self.nodes.append(Node(op, split=split, routed=routed))
+        dims = () if routed is not None else PER_TOKEN[op.kind]
+        self.nodes.append(Node(op, split=split, routed=routed, dims=dims))
 
     def mm(
         self, name: str, n: int, k: int, split: tuple[Split, ...], *, m: int | None = None, groups: int = 1,
@@ -91,7 +102,7 @@ class _Layer:
         self.live.append(Tensor(name, params, self.num.stored, Role.WEIGHT, split))
 
     def saved(self, name: str, width: float, precision: Precision, split: tuple[Split, ...], role: Role = Role.ACTIVATION) -> None:  # fmt: skip
-        self.live.append(Tensor(name, self.tokens * width, precision, role, split))
+        self.live.append(Tensor(name, self.tokens * width, precision, role, split, dims=TOKENS))
 
     def workspace(self, name: str, width: float, split: tuple[Split, ...] = (), precision: Precision | None = None) -> None:  # fmt: skip
         self.live.append(Tensor(name, width, precision or self.num.stream, Role.WORKSPACE, split))
@@ -237,8 +248,16 @@ def layer(
     >>> [n.name for n in g.nodes][:4]
     ['norm.attention', 'tp.gather', 'qkv', 'o']
     """
+    if tokens < 1:
+        raise TapeoutError(f"field 'tokens': a layer needs >= 1 token, got {tokens}")
+    return layer_template(model, numerics, moe, residual_kernels).at(tokens=tokens)
+
+
+@lru_cache(maxsize=1024)
+def layer_template(model: LLMConfig, numerics: Numerics, moe: bool, residual_kernels: bool = False) -> Graph:
+    """One layer lowered for one token: `.at(tokens)` gives it for any token count."""
     c, h = model, model.hidden_size
-    b = _Layer(model, numerics, tokens)
+    b = _Layer(model, numerics, 1)
     b.stream_op("norm.attention", norm=True)
     b.saved("layer.input", h, numerics.stream, SP_ELEMENTS, Role.INPUT)
     b.marker("gather")
@@ -294,42 +313,58 @@ def attention(
     query and the output, attention over the latent shared by all heads, as decode runs it).
     `unfused` writes the score matrix to memory (softmax, then the product with the values).
     """
+    fused = attention_template(model, numerics, phase, causal, mla).at(batch=batch, q=q_len, kv=kv_len)
+    if kernel == "flash":
+        return fused
+    c = model
+    unfused = _unfused(batch * c.num_attention_heads, q_len, _qk_dim(c), _v_dim(c), numerics.attention, phase)
+    expand = tuple(n for n in fused.nodes if n.op.kind == OpKind.MATMUL)  # the latent's expansion
+    return Graph(expand + unfused)
+
+
+@lru_cache(maxsize=1024)
+def attention_template(
+    model: LLMConfig,
+    numerics: Numerics,
+    phase: Phase = Phase.FORWARD,
+    causal: bool = True,
+    mla: Mla = "expanded",
+) -> Graph:
+    """The core attention lowered for one sequence of one query and one key: `.at(batch=, q=,
+    kv=)` gives it for any shape."""
     c, num = model, numerics
     heads, d, dv = c.num_attention_heads, _qk_dim(c), _v_dim(c)
     by_heads = (Split("tp", "heads"),)
+    shape: Dims = (("batch", ("batch",)), ("q_len", ("q",)), ("kv_len", ("kv",)))
     nodes: list[Node] = []
     if c.is_mla:
         assert c.kv_lora_rank and c.qk_nope_head_dim and c.qk_rope_head_dim and c.v_head_dim
         lat = c.kv_lora_rank
 
-        def mm(name: str, m: int, n: int, k: int, groups: int = 1) -> Matmul:
-            return Matmul(m=m, n=n, k=k, groups=groups, precision=num.compute, weight_precision=num.weights,
-                          out_precision=num.stream, name=name)  # fmt: skip
+        def mm(name: str, n: int, k: int, rows: tuple[str, ...], groups: int = 1) -> Node:
+            op = Matmul(m=1, n=n, k=k, groups=groups, precision=num.compute, weight_precision=num.weights,
+                        out_precision=num.stream, name=name)  # fmt: skip
+            split = (Split("tp", "groups"),) if groups > 1 else TP_N
+            return Node(op, phase=phase, split=split, dims=(("m", rows),))
 
-        by_group = (Split("tp", "groups"),)
         if mla == "absorbed":
-            rows = batch * q_len
-            core = Attention(batch=batch, q_len=q_len, kv_len=kv_len, heads=heads, kv_heads=1,
+            core = Attention(batch=1, q_len=1, kv_len=1, heads=heads, kv_heads=1,
                              head_dim=lat + c.qk_rope_head_dim, head_dim_v=lat, shared_kv=True, causal=causal,
                              precision=num.attention, kv_precision=num.kv, name="attention")  # fmt: skip
             return Graph((
-                Node(mm("absorb_k", rows, lat, c.qk_nope_head_dim, heads), phase=phase, split=by_group),
-                Node(core, phase=phase, split=by_heads),
-                Node(mm("absorb_v", rows, c.v_head_dim, lat, heads), phase=phase, split=by_group),
+                mm("absorb_k", lat, c.qk_nope_head_dim, ("batch", "q"), heads),
+                Node(core, phase=phase, split=by_heads, dims=shape),
+                mm("absorb_v", c.v_head_dim, lat, ("batch", "q"), heads),
             ))  # fmt: skip
-        kv_b = mm("kv_b", batch * kv_len, heads * (c.qk_nope_head_dim + dv), lat)
-        nodes.append(Node(kv_b, phase=phase, split=TP_N))
+        nodes.append(mm("kv_b", heads * (c.qk_nope_head_dim + dv), lat, ("batch", "kv")))
         kv_heads = heads
     else:
         kv_heads = c.kv_heads
-    if kernel == "unfused":
-        return Graph(tuple(nodes) + _unfused(batch * heads, q_len, d, dv, num.attention, phase))
     # Expanded latent attention reads the keys and values it just computed, not the cache.
     kv_precision = None if c.is_mla else num.kv
-    core = Attention(batch=batch, q_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=d,
-                     head_dim_v=dv, causal=causal, precision=num.attention, kv_precision=kv_precision,
-                     name="attention")  # fmt: skip
-    return Graph((*nodes, Node(core, phase=phase, split=by_heads)))
+    core = Attention(batch=1, q_len=1, kv_len=1, heads=heads, kv_heads=kv_heads, head_dim=d, head_dim_v=dv,
+                     causal=causal, precision=num.attention, kv_precision=kv_precision, name="attention")  # fmt: skip
+    return Graph((*nodes, Node(core, phase=phase, split=by_heads, dims=shape)))
 
 
 def _unfused(bh: int, s: int, d: int, dv: int, precision: Precision, phase: Phase) -> tuple[Node, ...]:
@@ -375,9 +410,11 @@ def embedding(model: LLMConfig, tokens: int, numerics: Numerics) -> Graph:
     rows = tokens * h * BYTES_PER_ELEMENT[numerics.stream]
     nodes = (
         Node(Gather(lookups=tokens, dim=h, rows=c.vocab_size, outputs=tokens, precision=numerics.stream,
-                    name="embedding"), phase=Phase.EMBEDDING, split=(Split("tp", "lookups"),)),
-        Node(AllReduce(ranks=1, bytes_per_rank=rows, name="tp.reduce"), phase=Phase.EMBEDDING, split=(Split("tp", "ranks"),)),
-    )  # fmt: skip
+                    name="embedding"), phase=Phase.EMBEDDING, split=(Split("tp", "lookups"),),
+             dims=PER_TOKEN[OpKind.GATHER]),
+        Node(AllReduce(ranks=1, bytes_per_rank=rows, name="tp.reduce"), phase=Phase.EMBEDDING,
+             split=(Split("tp", "ranks"),), dims=PER_TOKEN[OpKind.ALL_REDUCE]),
+    )  # fmt: skip  # fmt: skip
     return Graph(
         nodes, (Tensor("embedding", c.embedding_params(), _at_rest(numerics), Role.WEIGHT, TP_ELEMENTS),)
     )
@@ -388,11 +425,16 @@ def head(model: LLMConfig, rows: int, numerics: Numerics) -> Graph:
     its slice) for `rows` positions that sample a token."""
     c, h, num = model, model.hidden_size, numerics
     nodes = (
-        Node(Reduce(rows=rows, cols=h, precision=num.stream, name="norm.final"), phase=Phase.HEAD),
+        Node(
+            Reduce(rows=rows, cols=h, precision=num.stream, name="norm.final"),
+            phase=Phase.HEAD,
+            dims=PER_TOKEN[OpKind.REDUCE],
+        ),
         Node(
             Matmul(m=rows, n=c.vocab_size, k=h, precision=num.head, out_precision=num.stream, name="lm_head"),
             phase=Phase.HEAD,
             split=TP_N,
+            dims=PER_TOKEN[OpKind.MATMUL],
         ),
     )
     live = (

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from tapeout.errors import TapeoutError
 from tapeout.sim.llm import Batch, Replica
@@ -71,7 +72,7 @@ class Continuous:
         if admission not in ("reserve", "greedy"):
             raise TapeoutError(f"field 'admission': {admission!r}; known: reserve, greedy")
         self.reserve = admission == "reserve"
-        self.held = np.zeros(len(req), dtype=np.int64)  # KV pages each request holds
+        self.held = np.zeros(len(req), dtype=np.int64)  # KV pages a request holds before it decodes
         self.prefilled = prefilled
         self.handoff = handoff
         order = range(len(req)) if ids is None else ids
@@ -81,8 +82,13 @@ class Continuous:
         self.finished = 0
         self.resume: list[int] = []  # preempted, served before new arrivals (oldest first)
         self.prompts: list[_Prompt] = []
-        self.r_id = np.empty(0, dtype=np.int64)  # decoding sequences, in admission order
-        self.r_kv = np.empty(0, dtype=np.int64)  # tokens each holds in the cache
+        # Decoding sequences, in admission order, as parallel arrays: id, tokens in the cache,
+        # tokens still to generate, KV pages held (the ledger is written when they leave).
+        self.r_id = np.empty(0, dtype=np.int64)
+        self.r_kv = np.empty(0, dtype=np.int64)
+        self.r_left = np.empty(0, dtype=np.int64)
+        self.r_held = np.empty(0, dtype=np.int64)
+        self.kv_sum = 0  # r_kv.sum(), kept as it changes
         self._chunks: list[tuple[_Prompt, int]] = []
         self._decoding = 0
 
@@ -103,13 +109,31 @@ class Continuous:
     def _pages(self, tokens: int) -> int:
         return -(-tokens // self.block)
 
+    def _join(self, ids: list[int], kv: list[int]) -> None:
+        """Sequences that start decoding, with the pages they hold."""
+        r = np.asarray(ids, dtype=np.int64)
+        self.r_id = np.concatenate([self.r_id, r])
+        self.r_kv = np.concatenate([self.r_kv, np.asarray(kv, dtype=np.int64)])
+        self.r_left = np.concatenate([self.r_left, self.out[r] - self.ledger.generated[r]])
+        self.r_held = np.concatenate([self.r_held, self.held[r]])
+        self.held[r] = 0
+        self.kv_sum += sum(kv)
+
+    def _keep(self, keep: npt.NDArray[np.bool_]) -> None:
+        self.kv_sum -= int(self.r_kv[~keep].sum())
+        self.r_id, self.r_kv = self.r_id[keep], self.r_kv[keep]
+        self.r_left, self.r_held = self.r_left[keep], self.r_held[keep]
+
     def _preempt_for(self, need: int) -> int:
         """Free pages by preempting the newest decoding sequences; the pages the rest need."""
         while need > self.free_pages and len(self.r_id):
             rid = int(self.r_id[-1])
-            self.r_id, self.r_kv = self.r_id[:-1], self.r_kv[:-1]
-            self.free_pages += int(self.held[rid])
-            self.held[rid] = 0
+            self.ledger.generated[rid] = self.out[rid] - self.r_left[-1]
+            self.free_pages += int(self.r_held[-1])
+            self.kv_sum -= int(self.r_kv[-1])
+            self.r_id, self.r_kv, self.r_left, self.r_held = (
+                a[:-1] for a in (self.r_id, self.r_kv, self.r_left, self.r_held)
+            )
             self.resume.append(rid)
             self.ledger.preemptions += 1
             need = int(np.count_nonzero(self.r_kv % self.block == 0))
@@ -143,8 +167,7 @@ class Continuous:
             self.held[rid] = pages
             in_flight += 1
             if self.prefilled and not from_resume:
-                self.r_id = np.append(self.r_id, rid)
-                self.r_kv = np.append(self.r_kv, target)
+                self._join([rid], [target])
                 continue
             prompt = _Prompt(rid, 0, target)
             self.prompts.append(prompt)
@@ -161,7 +184,7 @@ class Continuous:
                 need = self._preempt_for(need)
                 grow = self.r_kv % self.block == 0
             self.free_pages -= need
-            self.held[self.r_id[grow]] += 1
+            self.r_held[grow] += 1
         n_dec = len(self.r_id)
         self._decoding = n_dec
         budget = self.budget - n_dec
@@ -187,7 +210,7 @@ class Continuous:
             prefill_seqs=len(self._chunks),
             prefill_context=p_ctx,
             decode_seqs=n_dec,
-            decode_context=int(self.r_kv.sum()) + n_dec,
+            decode_context=self.kv_sum + n_dec,
             emitting=n_dec + ends,
         )
 
@@ -195,19 +218,20 @@ class Continuous:
         now, led = engine.clock, self.ledger
         n_dec = self._decoding
         if n_dec:
-            ids = self.r_id[:n_dec]
-            led.generated[ids] += 1
             self.r_kv[:n_dec] += 1
-            done = led.generated[ids] >= self.out[ids]
+            self.kv_sum += n_dec
+            left = self.r_left[:n_dec]
+            left -= 1
+            done = left <= 0
             if done.any():
-                gone = ids[done]
+                gone = self.r_id[:n_dec][done]
                 led.finish_s[gone] = now
-                self.free_pages += int(self.held[gone].sum())
-                self.held[gone] = 0
+                led.generated[gone] = self.out[gone] - left[done]
+                self.free_pages += int(self.r_held[:n_dec][done].sum())
                 self.finished += len(gone)
                 keep = np.ones(len(self.r_id), dtype=bool)
                 keep[:n_dec] = ~done
-                self.r_id, self.r_kv = self.r_id[keep], self.r_kv[keep]
+                self._keep(keep)
         new_ids: list[int] = []
         new_kv: list[int] = []
         for prompt, chunk in self._chunks:
@@ -231,6 +255,5 @@ class Continuous:
                 new_ids.append(rid)
                 new_kv.append(prompt.target)
         if new_ids:
-            self.r_id = np.concatenate([self.r_id, np.asarray(new_ids, dtype=np.int64)])
-            self.r_kv = np.concatenate([self.r_kv, np.asarray(new_kv, dtype=np.int64)])
+            self._join(new_ids, new_kv)
         self._chunks = []
