@@ -35,7 +35,7 @@ def main() -> None:
     t = time.perf_counter()
     out = fleet.plan(demand, workers=workers)
     total = time.perf_counter() - t
-    for d in out.data["demands"]:
+    for d in out.as_dict()["demands"]:
         failed = [a["candidate"] for a in d["alternatives"] if "error" in a]
         print(
             f"{d['demand']}: {d['chips']:,} chips, ${d['tco_usd']:,.0f}; no capacity on {', '.join(failed) or '-'}"

@@ -19,7 +19,9 @@ from tapeout.hardware import get_chip
 from tapeout.perf.attention import _attention_cost
 from tapeout.perf.matmul import _matmul_cost
 from tapeout.perf.system import System
+from tapeout.parallel.recsys import RecsysPlan, place
 from tapeout.sim import recsys
+from tapeout.workloads import dlrm
 from tapeout.workloads.models import get_model
 
 DLRM = get_model("dlrm-v2").config
@@ -32,14 +34,14 @@ def bench_inference() -> dict[str, float]:
     for i in range(20):
         _matmul_cost.cache_clear()
         _attention_cost.cache_clear()
-        recsys._hit_rates.cache_clear()
+        dlrm._hit_rates.cache_clear()
         t0 = time.perf_counter()
-        rs = recsys.RecsysSystem.of(DLRM, system, precision="int8")
+        rs = recsys.RecsysSystem.of(DLRM, system, RecsysPlan(precision="int8"))
         recsys.offline(rs, pairs_per_sample=270, batch_pairs=60000 + i)
         cold.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         recsys.offline(
-            recsys.RecsysSystem.of(DLRM, system, precision="int8"),
+            recsys.RecsysSystem.of(DLRM, system, RecsysPlan(precision="int8")),
             pairs_per_sample=270,
             batch_pairs=60000 + i,
         )
@@ -51,7 +53,7 @@ def bench_planner() -> dict[str, float]:
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
-        recsys.plan_sharding(DLRM, 64, 10e9, "fp16", "table")
+        place(DLRM, 64, 10e9, "fp16", "table")
         times.append(time.perf_counter() - t0)
     return {"ms": 1e3 * statistics.median(times)}
 

@@ -36,7 +36,7 @@ from tapeout.workloads.models import get_model
 sys.path.insert(0, str(Path(__file__).parent))
 from peer_llm_analysis import PEER_REQUIREMENT, peer_available, run_llm_analysis
 
-FP8 = InferencePlan(tp=2, weight_precision="fp8", act_precision="fp8", kv_precision="fp8")
+FP8 = InferencePlan(tp=2, precision="fp8")
 MEASURED = 24524.9  # MLPerf Inference v4.1, DGX-H100, llama2-70b-99 Offline (public case)
 IN_LEN = Lengths(kind="lognormal", mean=222.3, sigma=0.8)
 OUT_LEN = Lengths(kind="lognormal", mean=290.3, sigma=0.8)
@@ -48,7 +48,7 @@ def _replica(plan: InferencePlan) -> Replica:
 
 def bench_10k() -> dict[str, float]:
     """10,000 Poisson requests on one tp-8 replica of 8 x H100 at about 85 % of its capacity."""
-    plan = InferencePlan(tp=8, weight_precision="fp8", act_precision="fp8", kv_precision="fp8")
+    plan = InferencePlan(tp=8, precision="fp8")
     times = []
     for _ in range(3):
         replica = _replica(plan)
@@ -96,7 +96,7 @@ from tapeout.sim.llm import Replica
 from tapeout.sim.requests import Lengths, Requests
 from tapeout.sim.serve import simulate
 from tapeout.workloads.models import get_model
-plan = InferencePlan(tp=8, weight_precision="fp8", act_precision="fp8", kv_precision="fp8")
+plan = InferencePlan(tp=8, precision="fp8")
 r = Replica.of(get_model("llama-2-70b").config, System.of(get_chip("h100-sxm"), 8), plan)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()

@@ -4,6 +4,8 @@ from tapeout.calibrate import calibrate
 from tapeout.perf.calibration import table
 from tapeout.validate import PUBLIC_CASES
 
+pytestmark = pytest.mark.slow  # the refit and its leave-one-out predictions take tens of seconds
+
 
 @pytest.fixture(scope="module")
 def result():

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from tapeout.cli import app
@@ -34,9 +35,11 @@ def test_tables_print():
         assert out.exit_code == 0, out.output
 
 
-def test_validate_json_and_table(tmp_path):
+@pytest.mark.validation
+def test_validate_json_and_table(tmp_path, monkeypatch, public_results):
     import yaml
 
+    from tapeout import validate
     from tapeout.validate import PUBLIC_CASES
 
     cases = yaml.safe_load(PUBLIC_CASES.read_text())
@@ -47,11 +50,13 @@ def test_validate_json_and_table(tmp_path):
     assert out.exit_code == 0
     report = json.loads(out.stdout)
     assert report["summary"]["by_kind"]["gemm"]["mape"] < 0.10
+    assert set(report["summary"]["by_confidence"]) == {"confirmed", "unconfirmed"}
+    monkeypatch.setattr(validate, "predict_all", lambda path: public_results)  # computed once a session
     table = runner.invoke(app, ["validate"])
     assert table.exit_code == 0
     assert "validation: bundled public cases" in table.stdout
     assert "unsupported: 0" in table.stdout
-    assert "MAPE" in table.stdout
+    assert "MAPE" in table.stdout and "by confidence" in table.stdout and "trt-llm" in table.stdout
 
 
 def test_bad_input_exits_2_with_a_message():

@@ -45,6 +45,7 @@ def test_recsys_fleet_is_the_capacity_formula():
     )
 
 
+@pytest.mark.slow
 def test_doubling_demand_doubles_chips():
     one = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 2e6})).as_dict()["total_chips"]
     two = fleet.plan(demand([{"hardware": "h100-sxm"}], {**RANK, "qps": 4e6})).as_dict()["total_chips"]
@@ -63,6 +64,7 @@ def test_levy_and_price_override_scale_the_tco():
     assert levied.as_dict()["candidates"][0]["price_source"] == "demand file (price_usd)"
 
 
+@pytest.mark.slow
 def test_a_cap_forces_a_split():
     free = fleet.plan(demand([{"hardware": "h100-sxm"}, {"hardware": "a100-sxm-80gb"}], {**RANK, "qps": 2e6}))
     best = free.as_dict()["chips"][0]
@@ -97,6 +99,7 @@ def test_allocate_matches_brute_force_on_a_small_case():
     assert got["y"] == {"A": 2}  # y has no substitute: it gets the shared cap first
 
 
+@pytest.mark.slow
 def test_caps_that_leave_a_demand_short_name_it():
     with pytest.raises(TapeoutError, match="demand 'rank': the availability caps leave it short"):
         fleet.plan(demand([{"hardware": "h100-sxm", "max_chips": 1}], {**RANK, "qps": 1e7}))
@@ -137,6 +140,7 @@ def test_a_candidate_without_a_price_is_named():
         fleet.plan(demand([{"hardware": "mi325x"}], {**RANK, "qps": 1e5}))
 
 
+@pytest.mark.slow
 def test_serving_capacity_of_is_chips_times_capacity_per_chip():
     d = demand([{"hardware": "h100-sxm"}], {**CHAT, "capacity_of": {"hardware": "h100-sxm", "chips": 1000}})
     out = fleet.plan(d).as_dict()["demands"][0]
@@ -144,6 +148,7 @@ def test_serving_capacity_of_is_chips_times_capacity_per_chip():
     assert out["fleet"][0]["plan"]["tp"] == 1
 
 
+@pytest.mark.slow
 def test_training_needs_more_chips_for_a_tighter_deadline():
     run = {"kind": "training", "name": "pre", "model": "llama-3.1-8b", "tokens": 2e11, "seq_len": 4096,
            "global_batch": 256}  # fmt: skip
@@ -162,6 +167,7 @@ def test_training_needs_more_chips_for_a_tighter_deadline():
     )
 
 
+@pytest.mark.slow
 def test_in_house_break_even_volume_costs_what_the_bought_fleet_costs():
     from tapeout.cost.unit import unit_cost
 
@@ -178,6 +184,7 @@ def test_in_house_break_even_volume_costs_what_the_bought_fleet_costs():
         assert at <= be["bought_fleet_tco_usd"] < at * 1.01
 
 
+@pytest.mark.slow
 def test_cli_plan_json_has_total_tco(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps({"candidates": [{"hardware": "h100-sxm"}], "demands": [{**RANK, "qps": 1e5}]}))
@@ -217,6 +224,7 @@ def small_model():
     return replica, ServingModel(replica, SMALL["input_len"], SMALL["output_len"], max_batch=batch)
 
 
+@pytest.mark.slow
 def test_fast_capacity_agrees_with_the_simulated_server_search():
     replica, model = small_model()
     fast = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
@@ -238,6 +246,7 @@ def test_capacity_model_mean_state_and_lone_request():
     assert model.load(1e6) is None  # no replica keeps up with a million requests a second
 
 
+@pytest.mark.slow
 def test_a_rate_that_fails_its_check_is_replaced_by_simulation():
     replica, model = small_model()
     rate = model.capacity(ttft_limit_s=SMALL["ttft_limit_s"], tpot_limit_s=SMALL["tpot_limit_s"])
@@ -248,6 +257,7 @@ def test_a_rate_that_fails_its_check_is_replaced_by_simulation():
     assert seen["simulated_p99_tpot_s"] <= SMALL["tpot_limit_s"]
 
 
+@pytest.mark.slow
 def test_serving_capacity_is_the_models_rate_when_the_check_passes():
     d = demand([{"hardware": "h100-sxm"}], {**CHAT, "tokens_per_s": 1e4}).demands[0]
     cap = serving_capacity(d, "h100-sxm")
@@ -257,6 +267,7 @@ def test_serving_capacity_is_the_models_rate_when_the_check_passes():
     assert cap.units_per_s == pytest.approx(cap.requests_per_s * d.output_len)
 
 
+@pytest.mark.slow
 def test_only_the_serving_capacities_that_can_matter_are_checked_by_simulation():
     d = demand(
         [{"hardware": "h100-sxm"}, {"hardware": "h20", "price_usd": 1e6}], {**CHAT, "tokens_per_s": 1e4}

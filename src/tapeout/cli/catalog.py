@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tapeout.cli import JsonFlag, console, hardware_app, models_app, print_json, table_of
+from tapeout.cli.app import JsonFlag, console, hardware_app, models_app, print_json, table_of
 from tapeout.hardware import all_chips, get_chip
 from tapeout.workloads.models import all_models, get_model
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tapeout.cli import JsonFlag, app, console, print_json, table_of
+from tapeout.cli.app import JsonFlag, app, console, print_json, table_of
 
 
 @app.command("cost")
@@ -26,6 +26,7 @@ def cost_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Die area, yield, unit cost and power of a chip, modelled from its architecture."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.cost.api import cost
 
     out = cost(chip, volume=volume, region=region, levy=levy)
@@ -64,6 +65,7 @@ def plan_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """The fleet of lowest TCO that meets every demand, with the cost on each candidate alone."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.plan import load_demand, plan
 
     out = plan(load_demand(demand), workers=workers).as_dict()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tapeout.cli import JsonFlag, app, console, print_json
+from tapeout.cli.app import JsonFlag, app, console, print_json
 
 
 def _fmt(x: float | None) -> str:
@@ -26,6 +26,7 @@ def validate(
     as_json: JsonFlag = False,
 ) -> None:
     """Predict every case of a validation file and report the errors."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.validate import PUBLIC_CASES, predict_all, report
 
     results = predict_all(file or PUBLIC_CASES)
@@ -79,6 +80,7 @@ def calibrate(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-derive the efficiency figures from the public cases, with held-out errors."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.calibrate import calibrate as fit
     from tapeout.validate import PUBLIC_CASES
 

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from tapeout.cli import JsonFlag, app, console, print_json
+from tapeout.cli.app import JsonFlag, app, console, print_json
 from tapeout.cli.options import plan_options
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
@@ -51,8 +52,7 @@ def serve(
     plan_given: dict[str, Any] | None = None,
 ) -> None:
     """Simulate serving a model: throughput, latency percentiles, memory per chip, limiters."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.api import serve as run_serve
 
     plan = InferencePlan(**(plan_given or {}))
@@ -123,6 +123,7 @@ def train(
     plan_given: dict[str, Any] | None = None,
 ) -> None:
     """Predict a training step: time, tokens/s, MFU, breakdown and memory per chip."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.api import train as run_train
 
     given = dict(plan_given or {})
@@ -177,6 +178,7 @@ def recsys_cmd(
     plan_given: dict[str, Any] | None = None,
 ) -> None:
     """Predict a recommendation model: throughput at a batch, the highest QPS under a p99 limit, or training."""
+    # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.api import recsys as run_recsys
 
     out = run_recsys(model, hardware, chips, RecsysPlan(**(plan_given or {})), batch=batch,

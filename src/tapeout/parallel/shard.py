@@ -212,6 +212,8 @@ def _node(node: Node, layout: Layout) -> list[Node]:
     if routed is not None:
         op, routed = _routed(node, layout)
     op = _divided(op, node.split, layout, skip="ep" if routed is not None else "")
+    if op is node.op and routed is node.routed and not (isinstance(op, Attention) and layout.cp > 1):
+        return [node]
     out = [rebuild(node, op=op, routed=routed)]
     if isinstance(op, Attention) and layout.cp > 1:
         out = [rebuild(node, op=op, count=node.count / layout.cp)]

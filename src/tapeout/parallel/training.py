@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from tapeout.errors import TapeoutError
@@ -263,6 +264,7 @@ def holders(plan: TrainingPlan, dp: int, dense: float, experts: float) -> tuple[
     )
 
 
+@lru_cache(maxsize=4096)
 def communicator(system: System, ranks: int, *, stride: int) -> System:
     """The system as one communicator sees it: `ranks` chips placed `stride` apart.
 

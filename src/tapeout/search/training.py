@@ -24,7 +24,7 @@ from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.training import RECOMPUTE, AttentionKernel, TrainingPlan
 from tapeout.perf.system import System
 from tapeout.precision import Precision
-from tapeout.sim.train import TrainingResult, train_step
+from tapeout.sim.train import TrainingResult, plan_memory, train_step
 from tapeout.workloads.llm import LLMConfig
 
 POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -131,8 +131,13 @@ def search(
             exhausted = False
             break
         tried += 1
-        try:
-            result = train_step(model, system, plan, seq_len=seq_len, global_batch=global_batch)
+        try:  # memory first (cheap), then the step
+            if plan_memory(model, system, plan, seq_len=seq_len, global_batch=global_batch).free_bytes < 0:
+                failures[f"memory: does not fit on {system.chip.id}"] += 1
+                continue
+            result = train_step(
+                model, system, plan, seq_len=seq_len, global_batch=global_batch, check_memory=False
+            )
         except TapeoutError as exc:
             failures[_reason(exc, system.chip.id)] += 1
             continue

@@ -56,6 +56,7 @@ class RecsysSystem:
     placement: Placement
     hits: tuple[float, ...]
     _batches: dict[int, Cost] = field(default_factory=dict)
+    _template: Graph | None = None  # chip 0's forward for one pair per chip (see `dlrm.PAIRS`)
 
     @classmethod
     def of(cls, model: RecsysConfig, system: System, plan: RecsysPlan | None = None, *, training: bool = False) -> RecsysSystem:  # fmt: skip
@@ -88,7 +89,9 @@ class RecsysSystem:
         if cost is None:
             if pairs < 1:
                 raise TapeoutError(f"field 'batch': must be >= 1 pairs, got {pairs}")
-            g = self.graph(pairs * self.system.chips)
+            if self._template is None:
+                self._template = self.graph(self.system.chips)
+            g = self._template.at(pairs=pairs)
             work = graph_cost(g.compute(), self.system)
             capped = self.system.capped(work.time_s, work.energy_j)
             if capped > work.time_s:

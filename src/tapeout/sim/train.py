@@ -45,7 +45,7 @@ from tapeout.parallel.training import (
 from tapeout.perf.cost import ZERO, Cost
 from tapeout.perf.rules import graph_cost, op_cost
 from tapeout.perf.system import System
-from tapeout.precision import BYTES_PER_ELEMENT, Numerics
+from tapeout.precision import BYTES_PER_ELEMENT, Numerics, Precision
 from tapeout.units import GB
 from tapeout.workloads import autodiff, transformer
 from tapeout.workloads.graph import Graph, Role
@@ -80,10 +80,10 @@ class TrainingResult:
         }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Shape:
     """What one layer's cost depends on: the plan's splits of a micro-batch, its formats and the
-    software's overlaps."""
+    software's overlaps. One object per distinct shape (`of` is cached), so it hashes by identity."""
 
     layout: Layout
     numerics: Numerics
@@ -95,13 +95,28 @@ class _Shape:
 
     @classmethod
     def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
-        return cls(plan.layout, plan.numerics, plan.micro_batch, seq_len, plan.attention, plan.tp_overlap,
-                   plan.ep_overlap)  # fmt: skip
+        p = plan
+        return _shape(p.tp, p.sequence_parallel, p.cp, p.ep, p.micro_batch, seq_len, p.attention, p.tp_overlap,
+                      p.ep_overlap, p.precision)  # fmt: skip
 
     @property
     def tokens(self) -> int:
         """Tokens of one micro-batch on one rank."""
         return self.micro_batch * self.seq_len // self.layout.cp
+
+
+@lru_cache(maxsize=4096)
+def _shape(tp: int, sp: bool, cp: int, ep: int, mb: int, seq_len: int, attention: AttentionKernel, tp_overlap: bool,
+           ep_overlap: bool, precision: Precision) -> _Shape:  # fmt: skip
+    plan = TrainingPlan(tp=tp, sequence_parallel=sp, cp=cp, ep=ep, micro_batch=mb, attention=attention,
+                        tp_overlap=tp_overlap, ep_overlap=ep_overlap, precision=precision)  # fmt: skip
+    return _Shape(plan.layout, plan.numerics, mb, seq_len, attention, tp_overlap, ep_overlap)
+
+
+@lru_cache(maxsize=64)
+def _training(system: System) -> System:
+    """`system` under a training load (its energy figure)."""
+    return system if system.load == "training" else dataclasses.replace(system, load="training")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,29 +276,40 @@ def _memory(model: LLMConfig, system: System, plan: TrainingPlan, dp: int, shape
     return mem, groups
 
 
-def _micro_batch(model: LLMConfig, system: System, plan: TrainingPlan, shape: _Shape, layers_only: bool) -> tuple[Cost, Cost, Cost, Cost, float]:  # fmt: skip
-    """One micro-batch on one chip of the busiest stage: (the layers' forward, their backward with
-    what it recomputes, the ends of the model, the tensor- and expert-parallel communication,
-    the exposed ring)."""
-    per_stage = plan.stage_layers(model)
+@lru_cache(maxsize=8192)
+def _micro_batch(model: LLMConfig, system: System, shape: _Shape, per_stage: int, recompute: str, embedding: bool,
+                 layers_only: bool) -> tuple[Cost, Cost, Cost, Cost, float]:  # fmt: skip
+    """One micro-batch on one chip of the busiest stage (`per_stage` layers): (the layers'
+    forward, their backward with what it recomputes, the ends of the model (the embedding too
+    with one stage), the tensor- and expert-parallel communication, the exposed ring)."""
     fwd = bwd = comm = ZERO
     ring = 0.0
     for moe, count in transformer.census(model):
         k = _layer_cost(model, system, shape, moe)
         share = per_stage * count / model.num_hidden_layers
-        extra = {"none": ZERO, "selective": k.attention, "full": k.forward + k.attention}[plan.recompute]
+        extra = {"none": ZERO, "selective": k.attention, "full": k.forward + k.attention}[recompute]
         fwd = fwd + (k.forward + k.attention) * share
         bwd = bwd + (k.backward + k.attention_backward + extra) * share
-        again = k.comm_forward if plan.recompute == "full" else ZERO
+        again = k.comm_forward if recompute == "full" else ZERO
         comm = comm + (k.comm_forward + k.comm_backward + again) * share
         # Ring passes hide behind attention.
         ring += share * (max(0.0, k.ring_forward_s - k.attention.time_s)
                          + max(0.0, k.ring_backward_s - k.attention_backward.time_s))  # fmt: skip
     ends = ZERO
     if not layers_only:
-        ends, ends_comm = _ends_cost(model, system, shape, plan.pp == 1)
+        ends, ends_comm = _ends_cost(model, system, shape, embedding)
         comm = comm + ends_comm
     return fwd, bwd, ends, comm, ring
+
+
+def plan_memory(
+    model: LLMConfig, system: System, plan: TrainingPlan, *, seq_len: int, global_batch: int,
+    layers_only: bool = False,
+) -> Memory:  # fmt: skip
+    """Memory per chip of the busiest stage under `plan` (checked against the model and the
+    chips, not against the memory it needs)."""
+    dp, _ = plan.resolve(model, system.chips, seq_len, global_batch)
+    return _memory(model, _training(system), plan, dp, _Shape.of(plan, seq_len), layers_only)[0]
 
 
 def train_step(
@@ -306,18 +332,21 @@ def train_step(
     True
     """
     dp, n_mb = plan.resolve(model, system.chips, seq_len, global_batch)
-    system = dataclasses.replace(system, load="training")
+    system = _training(system)
     shape = _Shape.of(plan, seq_len)
     mem, groups = _memory(model, system, plan, dp, shape, layers_only)
     if check_memory:
         mem.require_fit("the plan", plan.describe(dp))
-    fwd, bwd, ends, comm, ring = _micro_batch(model, system, plan, shape, layers_only)
+    fwd, bwd, ends, comm, ring = _micro_batch(model, system, shape, plan.stage_layers(model), plan.recompute,
+                                              plan.pp == 1, layers_only)  # fmt: skip
     busy = fwd.time_s + bwd.time_s + ends.time_s
     compute = system.capped(busy, fwd.energy_j + bwd.energy_j + ends.energy_j)
     p2p = _pipeline_sends(model, system, plan, shape, dp, compute)
     per_mb = compute + comm.time_s + ring + p2p
     bubble = plan.bubble(per_mb)
-    dp_s, zero3_gather, optimizer_s = _data_parallel(system, plan, groups)
+    dp_s, zero3_gather, optimizer_s = _data_parallel(
+        system, plan.zero, plan.zero_shard, plan.tp, plan.numerics.stored, groups
+    )
     exposed_dp = exposed_gradient_sync(plan, dp_s, bwd.time_s * (compute / busy if busy else 1.0))
     # ZeRO-3 gathers the weights for every forward and backward (and recomputed forward) of each
     # micro-batch, behind the compute it prefetches for.
@@ -357,11 +386,12 @@ def _pipeline_sends(model: LLMConfig, system: System, plan: TrainingPlan, shape:
     return 2 * plan.vpp * send
 
 
-def _data_parallel(system: System, plan: TrainingPlan, groups: tuple[Holders, Holders]) -> tuple[float, float, float]:  # fmt: skip
+@lru_cache(maxsize=8192)
+def _data_parallel(system: System, zero: int, zero_shard: int | None, tp: int, stored: Precision, groups: tuple[Holders, Holders]) -> tuple[float, float, float]:  # fmt: skip
     """(gradient reduction and ZeRO 1-2 gathers, ZeRO-3's gather of the stage's weights, the
-    optimizer step) in seconds."""
+    optimizer step) in seconds, for a plan with these ZeRO fields and tensor parallelism."""
     sync = zero3 = optimizer = 0.0
-    stored = plan.numerics.stored
+    plan = TrainingPlan(tp=tp, zero=zero, zero_shard=zero_shard)
     for g in groups:
         shard_ranks = plan.zero_group(g.ranks, g.stride)
         optimizer += (

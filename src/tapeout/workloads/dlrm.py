@@ -35,6 +35,9 @@ INDEX_BYTES = 4
 TRAINING_EMBEDDING_PRECISION: Precision = "fp32"
 ADAGRAD_STATE_PRECISION: Precision = "fp32"
 DP_M, DP_ELEMENTS = (Split("dp", "m"),), (Split("dp", "elements"),)
+# A recommendation graph's dynamic dimension: its pairs. Lowered for one pair per chip, a chip's
+# sharded graph is instantiated for any batch with `.at(pairs=...)`.
+PAIRS = ("pairs",)
 
 
 # ---- id statistics ----------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def tables(
                        name="embedding.adagrad"),
             )  # fmt: skip
         split = (*_table_split(i, "lookups", "outputs"), Split("hot", "cached", index=i))
-        nodes.append(Node(forward, split=split, grad=grad))
+        nodes.append(Node(forward, split=split, grad=grad, dims=(("lookups", PAIRS), ("outputs", PAIRS))))
     return Graph(tuple(nodes))
 
 
@@ -165,9 +168,10 @@ def exchange(model: RecsysConfig, pairs: float, wire: Precision) -> Graph:
     pooled = nbytes(pairs * len(model.tables) * model.embedding_dim, wire)
     ids = pairs * model.lookups_per_sample * INDEX_BYTES
     over = (Split("table", "ranks"), Split("dp", "bytes_per_rank"))
+    dims = (("bytes_per_rank", PAIRS),)
     return Graph((
-        Node(AllToAll(ranks=1, bytes_per_rank=pooled, name="pooled"), split=over),
-        Node(AllToAll(ranks=1, bytes_per_rank=ids, name="ids"), split=over, grad=()),
+        Node(AllToAll(ranks=1, bytes_per_rank=pooled, name="pooled"), split=over, dims=dims),
+        Node(AllToAll(ranks=1, bytes_per_rank=ids, name="ids"), split=over, grad=(), dims=dims),
     ))  # fmt: skip
 
 
@@ -175,9 +179,9 @@ def _mlp(nodes: list[Node], rows: int, first: int, widths: Sequence[int], precis
     prev = first
     for w in widths:
         nodes.append(Node(Matmul(m=rows, n=w, k=prev, precision=precision, out_precision=precision, name="mlp"),
-                          split=DP_M))  # fmt: skip
+                          split=DP_M, dims=(("m", PAIRS),)))  # fmt: skip
         nodes.append(Node(Elementwise(elements=rows * w, reads=1, writes=1, precision=precision, name="relu"),
-                          split=DP_ELEMENTS))  # bias and ReLU  # fmt: skip
+                          split=DP_ELEMENTS, dims=(("elements", PAIRS),)))  # bias and ReLU  # fmt: skip
         prev = w
     return prev
 
@@ -196,7 +200,7 @@ def dense(model: RecsysConfig, rows: int, precision: Precision) -> Graph:
         op = Matmul(
             m=m, n=n_, k=k, groups=groups, precision=precision, out_precision=precision, name="interaction"
         )
-        nodes.append(Node(op, split=split))
+        nodes.append(Node(op, split=split, dims=tuple((s.dim, PAIRS) for s in split)))
 
     if inter.kind == "dot":
         mm(n, n, d, groups=rows, split=(Split("dp", "groups"),))
@@ -210,7 +214,7 @@ def dense(model: RecsysConfig, rows: int, precision: Precision) -> Graph:
             # x_{l+1} = x0 * (W x_l + b) + x_l
             cross = Elementwise(elements=rows * width, reads=3, writes=1, flops_per_element=3, precision=precision,
                                 name="cross")  # fmt: skip
-            nodes.append(Node(cross, split=DP_ELEMENTS))
+            nodes.append(Node(cross, split=DP_ELEMENTS, dims=(("elements", PAIRS),)))
     else:
         assert inter.heads and inter.history_len
         length = inter.history_len
@@ -219,7 +223,7 @@ def dense(model: RecsysConfig, rows: int, precision: Precision) -> Graph:
             core = Attention(batch=rows, q_len=length, kv_len=length, heads=inter.heads, kv_heads=inter.heads,
                              head_dim=max(1, d // inter.heads), causal=True, precision=at_least_16(precision),
                              name="history")  # fmt: skip
-            nodes.append(Node(core, split=(Split("dp", "batch"),)))
+            nodes.append(Node(core, split=(Split("dp", "batch"),), dims=(("batch", PAIRS),)))
             mm(rows * length, d, d)
             mm(rows * length, 4 * d, d)
             mm(rows * length, d, 4 * d)

@@ -17,13 +17,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, fields
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from tapeout.precision import BYTES_PER_ELEMENT, Precision
+from tapeout.workloads.moe import Routing
 from tapeout.workloads.ops import Op, OpKind, rebuild
-
-if TYPE_CHECKING:
-    from tapeout.workloads.moe import Routing
 
 
 class Phase(enum.Enum):

@@ -24,14 +24,14 @@ IGNORED_HF_KEYS = frozenset({
     "layer_norm_epsilon", "rope_theta", "rope_scaling", "use_cache", "pretraining_tp",
     "attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop",
     "embd_pdrop", "attn_pdrop", "classifier_dropout", "output_router_logits",
-    "router_aux_loss_coef", "router_jitter_noise", "sliding_window", "aux_loss_alpha",
+    "router_aux_loss_coef", "router_jitter_noise", "aux_loss_alpha",
     "scoring_func", "seq_aux", "topk_method", "topk_group", "n_group", "norm_topk_prob",
     "routed_scaling_factor", "ep_size", "quantization_config", "num_nextn_predict_layers",
     "gradient_checkpointing", "task_specific_params", "id2label", "label2id", "_name_or_path",
     "bias", "norm_eps", "rotary_pct", "rotary_percentage", "rotary_dim", "mlp_ratio",
     "scale_attn_weights", "summary_type", "summary_use_proj", "summary_activation",
     "summary_proj_to_labels", "summary_first_dropout", "tokenizer_class", "gradient_clipping",
-    "chunk_size_feed_forward", "is_decoder", "use_sliding_window", "max_window_layers",
+    "chunk_size_feed_forward", "is_decoder",
     "attn_implementation", "partial_rotary_factor", "kv_channels", "activation_function",
 })  # fmt: skip
 
@@ -70,6 +70,10 @@ class LLMConfig(Frozen):
     qk_nope_head_dim: PosInt | None = None
     qk_rope_head_dim: PosInt | None = None
     v_head_dim: PosInt | None = None
+    # sliding-window attention (Mistral; Qwen2 from layer `max_window_layers` when enabled)
+    sliding_window: PosInt | None = None
+    use_sliding_window: bool | None = None
+    max_window_layers: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LLMConfig:
@@ -145,6 +149,15 @@ class LLMConfig(Frozen):
     @property
     def layernorm_bias(self) -> bool:
         return self.architecture in ("gpt", "bert")
+
+    def windowed_layer(self) -> int | None:
+        """The first layer whose attention is limited to a sliding window shorter than the
+        context (None: every layer attends to the whole context)."""
+        w = self.sliding_window
+        if w is None or self.use_sliding_window is False or w >= self.max_position_embeddings:
+            return None
+        first = (self.max_window_layers or 0) if self.use_sliding_window else 0
+        return first if first < self.num_hidden_layers else None
 
     def is_moe_layer(self, layer: int) -> bool:
         if not self.is_moe:

@@ -28,7 +28,9 @@ def rebuild(obj: T, **changes: Any) -> T:
     names = _INIT_FIELDS.get(cls)
     if names is None:
         names = _INIT_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.init)  # type: ignore[arg-type]
-    return cls(**{n: changes[n] if n in changes else getattr(obj, n) for n in names})
+    kwargs = {n: getattr(obj, n) for n in names}
+    kwargs.update(changes)
+    return cls(**kwargs)
 
 
 class OpKind(enum.Enum):

@@ -66,6 +66,13 @@ def census(model: LLMConfig) -> tuple[tuple[bool, int], ...]:
     >>> census(get_model("deepseek-v3").config)
     ((False, 3), (True, 58))
     """
+    windowed = model.windowed_layer()
+    if windowed is not None:
+        raise TapeoutError(
+            f"model: sliding-window attention (window {model.sliding_window} tokens) in layer {windowed} is "
+            f"not lowered: its attention would be counted over the whole context of up to "
+            f"{model.max_position_embeddings} tokens"
+        )
     kinds: dict[bool, int] = {}
     for i in range(model.num_hidden_layers):
         moe = model.is_moe_layer(i)
