@@ -16,10 +16,10 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tapeout.hardware import get_chip
+from tapeout.parallel.recsys import RecsysPlan, place
 from tapeout.perf.attention import _attention_cost
 from tapeout.perf.matmul import _matmul_cost
 from tapeout.perf.system import System
-from tapeout.parallel.recsys import RecsysPlan, place
 from tapeout.sim import recsys
 from tapeout.workloads import dlrm
 from tapeout.workloads.models import get_model
@@ -35,6 +35,7 @@ def bench_inference() -> dict[str, float]:
         _matmul_cost.cache_clear()
         _attention_cost.cache_clear()
         dlrm._hit_rates.cache_clear()
+        recsys._template.cache_clear()
         t0 = time.perf_counter()
         rs = recsys.RecsysSystem.of(DLRM, system, RecsysPlan(precision="int8"))
         recsys.offline(rs, pairs_per_sample=270, batch_pairs=60000 + i)

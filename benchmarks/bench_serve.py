@@ -27,7 +27,7 @@ from tapeout.parallel.inference import InferencePlan
 from tapeout.perf.attention import _attention_cost
 from tapeout.perf.matmul import _matmul_cost
 from tapeout.perf.system import System
-from tapeout.sim import scenarios
+from tapeout.sim import llm, scenarios
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests
 from tapeout.sim.serve import simulate
@@ -51,6 +51,7 @@ def bench_10k() -> dict[str, float]:
     plan = InferencePlan(tp=8, precision="fp8")
     times = []
     for _ in range(3):
+        llm._COSTS.clear()  # each run starts with the replica's own costs empty
         replica = _replica(plan)
         reqs = Requests.poisson(10_000, 32.0, IN_LEN, OUT_LEN)
         t0 = time.perf_counter()
@@ -68,6 +69,7 @@ def bench_iteration() -> dict[str, float]:
     warm (the token count seen before, as in a running simulation)."""
     cold = []
     for i in range(200):
+        llm._COSTS.clear()
         replica = _replica(FP8)
         _matmul_cost.cache_clear()
         _attention_cost.cache_clear()

@@ -20,14 +20,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tapeout.search.training import search
-
 from tapeout.hardware import get_chip
 from tapeout.parallel import training
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf.attention import _attention_cost
 from tapeout.perf.matmul import _matmul_cost
 from tapeout.perf.system import System
+from tapeout.search.training import search
 from tapeout.sim import train as train_module
 from tapeout.sim.train import train_step
 from tapeout.workloads import transformer

@@ -267,22 +267,26 @@ def test_server_rate_meets_the_limits():
     assert res.result is not None
     s = res.result.summary()
     assert s["ttft_s"]["p99"] <= 0.5 and s["tpot_s"]["p99"] <= 0.05
-    # The next step of the search (1/8 of the 10 % bracket up) misses a limit.
     assert res.tokens_per_s == pytest.approx(res.rate_per_s * 100)
 
 
-def test_server_search_brackets_from_the_model_and_bisects():
+def test_server_search_steps_out_from_the_model_and_bisects():
     from tapeout.search.serving import highest
 
-    seen = []
+    seen: list[float] = []
 
     def ok(x: float) -> bool:
         seen.append(x)
         return x <= 5.0
 
-    assert 5.0 / 1.1 ** (1 / 8) < highest(ok, 4.0, factor=1.1, steps=24, refine=3) <= 5.0
-    assert len(seen) <= 4 + 3  # three steps up to the bracket, three bisections
-    assert highest(lambda x: False, 4.0, factor=1.1, steps=5, refine=3) == 0.0
+    # 25 % above the start: steps of 1.25, 2.5, 5, 10, 20, 40 % bracket it, bisection narrows it.
+    assert 5.0 / 1.0125 < highest(ok, 4.0, resolution=0.0125, steps=10) <= 5.0
+    assert len(seen) <= 1 + 6 + 5
+    seen.clear()
+    assert 5.0 / 1.0125 < highest(ok, 5.0 * 0.998, resolution=0.0125, steps=10) <= 5.0  # a close start
+    assert len(seen) == 2
+    assert highest(lambda x: False, 4.0, resolution=0.0125, steps=5) == 0.0
+    assert highest(lambda x: True, 4.0, resolution=0.0125, steps=3) == pytest.approx(4.0 * 1.05)
 
 
 def test_fixed_batch_is_batch_over_step():

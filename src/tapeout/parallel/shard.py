@@ -107,40 +107,52 @@ def shard(graph: Graph, plan: Plan | Layout) -> Graph:
     (8.0, ['tp.reduce', 'tp.reduce'])
     """
     layout = plan if isinstance(plan, Layout) else plan.layout
-    nodes: list[Node] = []
-    tables: dict[tuple[object, ...], int] = {}
+    nodes: list[Node | _Batch] = []
+    batches: dict[tuple[object, ...], _Batch] = {}
     for node in graph.nodes:
-        for out in _node(node, layout):
-            if isinstance(out.op, Gather) and any(s.axis == "table" for s in node.split):
-                _batch_table(tables, nodes, out)
-            else:
-                nodes.append(out)
-    return Graph(tuple(nodes), tuple(_tensor(t, layout) for t in graph.live))
-
-
-def _batch_table(batched: dict[tuple[object, ...], int], nodes: list[Node], node: Node) -> None:
-    """Join a table's lookups to the table-batched kernel of its row width (at the place of the
-    first table of that width)."""
-    op = node.op
-    assert isinstance(op, Gather)
-    if op.lookups <= 0:
-        return
-    key = (node.phase, op.name, op.dim, op.precision)
-    at = batched.get(key)
-    if at is None:
-        batched[key] = len(nodes)
-        nodes.append(node)
-        return
-    k = nodes[at].op
-    assert isinstance(k, Gather)
-    lookups = k.lookups + op.lookups
-    cached = (k.cached * k.lookups + op.cached * op.lookups) / lookups
-    nodes[at] = rebuild(
-        nodes[at], op=rebuild(k, lookups=lookups, outputs=k.outputs + op.outputs, cached=cached)
+        op = node.op
+        if isinstance(op, Gather) and any(s.axis == "table" for s in node.split):
+            sized = _changes(op, node.split, layout)
+            lookups = sized.get("lookups", op.lookups)
+            if lookups <= 0:
+                continue
+            key = (node.phase, op.name, op.dim, op.precision)  # one kernel per row width
+            batch = batches.get(key)
+            if batch is None:  # at the place of the first table of its width
+                batch = batches[key] = _Batch(node)
+                nodes.append(batch)
+            batch.add(lookups, sized.get("outputs", op.outputs), sized.get("cached", op.cached))
+            continue
+        nodes.extend(_node(node, layout))
+    return Graph(
+        tuple(n if isinstance(n, Node) else n.node() for n in nodes),
+        tuple(_tensor(t, layout) for t in graph.live),
     )
 
 
-def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") -> Op:
+class _Batch:
+    """The lookups of the tables a chip serves with one row width: one table-batched kernel."""
+
+    def __init__(self, first: Node) -> None:
+        self.first = first
+        self.lookups = self.outputs = self.hits = 0.0  # hits: lookups served from the cached rows
+
+    def add(self, lookups: float, outputs: float, cached: float) -> None:
+        self.lookups += lookups
+        self.outputs += outputs
+        self.hits += cached * lookups
+
+    def node(self) -> Node:
+        op = rebuild(
+            self.first.op, lookups=self.lookups, outputs=self.outputs, cached=self.hits / self.lookups
+        )
+        return Node(
+            op, count=self.first.count, phase=self.first.phase, grad=self.first.grad, dims=self.first.dims
+        )
+
+
+def _changes(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") -> dict[str, float]:
+    """The fields of `op` that `layout` divides, at their values on one chip."""
     changes: dict[str, float] = {}
     for s in splits:
         if s.axis == "table" and s.dim != "ranks":
@@ -157,6 +169,11 @@ def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") 
             changes["kv_heads"] = -(-op.kv_heads // ways)  # a rank keeps at least one key/value head
             continue
         changes[s.dim] = s.divide(changes.get(s.dim, getattr(op, s.dim)), ways)
+    return changes
+
+
+def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") -> Op:
+    changes = _changes(op, splits, layout, skip)
     return rebuild(op, **changes) if changes else op
 
 
@@ -214,7 +231,8 @@ def _node(node: Node, layout: Layout) -> list[Node]:
     op = _divided(op, node.split, layout, skip="ep" if routed is not None else "")
     if op is node.op and routed is node.routed and not (isinstance(op, Attention) and layout.cp > 1):
         return [node]
-    out = [rebuild(node, op=op, routed=routed)]
+    out = [Node(op, count=node.count, phase=node.phase, split=node.split, routed=routed, grad=node.grad,
+                dims=node.dims)]  # fmt: skip
     if isinstance(op, Attention) and layout.cp > 1:
         out = [rebuild(node, op=op, count=node.count / layout.cp)]
         # Ring attention: each rank's key/value block visits the other cp - 1 ranks while the

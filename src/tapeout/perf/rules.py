@@ -50,8 +50,9 @@ def op_cost(op: Op, system: System) -> Cost:
     return rule(op, system)
 
 
-def graph_cost(graph: Graph | Iterable[Op], system: System) -> Cost:
-    """A graph's nodes run one after another: their costs add, each `count` times.
+def graph_cost(graph: Graph | Iterable[Op], system: System, **sizes: int) -> Cost:
+    """A graph's nodes run one after another: their costs add, each `count` times. With `sizes`,
+    the graph is costed at those dynamic dimensions (`graph.at(**sizes)`, without building it).
 
     >>> from tapeout.hardware import get_chip
     >>> from tapeout.workloads.graph import Node
@@ -63,6 +64,14 @@ def graph_cost(graph: Graph | Iterable[Op], system: System) -> Cost:
     """
     if not isinstance(graph, Graph):
         return Cost.total(op_cost(op, system) for op in graph)
-    return Cost.total(
-        op_cost(n.op, system) * n.count if n.count != 1 else op_cost(n.op, system) for n in graph.nodes
-    )
+    nodes = graph.nodes
+    if len(nodes) == 1:  # an attention call: its cost as is
+        n = nodes[0]
+        return _scaled(op_cost(n.op_at(sizes) if sizes else n.op, system), n.count)
+    if sizes:
+        return Cost.total(_scaled(op_cost(n.op_at(sizes), system), n.count) for n in nodes)
+    return Cost.total(_scaled(op_cost(n.op, system), n.count) for n in nodes)
+
+
+def _scaled(cost: Cost, count: float) -> Cost:
+    return cost if count == 1 else cost * count

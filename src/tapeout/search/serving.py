@@ -3,10 +3,10 @@
 Both start from the steady-state model of continuous batching (`sim.capacity`, milliseconds),
 which puts the rate within about -14 %/+10 % of a full simulated search, and simulate only to
 confirm:
-- `server` (validation's and the CLI's server scenario) brackets the highest rate whose p99 TTFT
-  and TPOT meet the limits in a simulation, stepping by BRACKET from the model's rate, then
-  bisects REFINE times inside the bracket: the rate to 1/2^REFINE of the bracket (1.25 %),
-  where a bisection from zero took twelve simulations;
+- `server` (validation's and the CLI's server scenario) finds the highest rate whose p99 TTFT
+  and TPOT meet the limits in a simulation: steps from the model's rate that double from
+  RESOLUTION until the outcome flips, then bisection to RESOLUTION. When the model is within
+  1.25 % that takes two simulations, within 10 % seven; a bisection from zero took twelve;
 - `checked_rate` (the planner) keeps the model's rate when one short run there meets the limits
   to within a tolerance, and bisects below it with such runs when it does not.
 """
@@ -25,9 +25,8 @@ from tapeout.sim.requests import Lengths, Requests
 from tapeout.sim.scenarios import SERVER_REQUESTS_PER_SLOT, ScenarioResult, auto_batch, mean_length
 from tapeout.sim.serve import ServeResult, simulate
 
-BRACKET = 1.1  # steps of the bracket around the model's rate
-BRACKET_STEPS = 24  # at most this many steps (a factor of about 10 either way)
-REFINE = 3  # bisection steps inside the bracket
+RESOLUTION = 0.0125  # the server rate to 1.25 % (the first step from the model's rate)
+STEPS = 10  # at most this many doublings of the step (a factor of about 13 either way)
 CHECK_ITERATIONS = 6000  # the length of the planner's check run, in iterations (about)
 CHECK_REQUESTS = (200, 2000)  # the check run's requests: at least, at most
 CHECK_STEPS = 4  # bisection steps on the rate when a check fails: 1/16 of the [1/2, 1] bracket
@@ -48,29 +47,28 @@ def simulated_p99(
     return ttft_p99, float(np.percentile(finite, 99)) if len(finite) else 0.0, res
 
 
-def highest(ok: Callable[[float], bool], start: float, *, factor: float, steps: int, refine: int) -> float:
-    """The highest x at which `ok` holds, for `ok` true below a threshold and false above it:
-    steps of `factor` from `start` bracket the threshold, then `refine` bisections narrow it; 0
-    when `ok` fails down to `start / factor**steps`.
+def highest(ok: Callable[[float], bool], start: float, *, resolution: float, steps: int) -> float:
+    """The highest x at which `ok` holds, for `ok` true below a threshold and false above it, to
+    within `resolution` (relative): steps from `start` of 1 + resolution, 1 + 2 resolution,
+    1 + 4 resolution... find the side the threshold is on and bracket it, then bisection narrows
+    the bracket; 0 when `ok` fails down to `start / (1 + resolution * 2**steps)`.
 
-    >>> round(highest(lambda x: x <= 7.0, 10.0, factor=1.1, steps=24, refine=3), 3)
-    6.916
+    >>> round(highest(lambda x: x <= 7.0, 10.0, resolution=0.0125, steps=10), 3)
+    6.994
+    >>> round(highest(lambda x: x <= 10.1, 10.0, resolution=0.0125, steps=10), 3)
+    10.0
     """
-    if ok(start):
-        lo, hi = start, start * factor
-        for _ in range(steps):
-            if not ok(hi):
-                break
-            lo, hi = hi, hi * factor
+    up = ok(start)
+    known, step = start, resolution
+    for _ in range(steps):
+        x = start * (1 + step) if up else start / (1 + step)
+        if ok(x) != up:
+            break
+        known, step = x, 2 * step
     else:
-        hi, lo = start, start / factor
-        for _ in range(steps):
-            if ok(lo):
-                break
-            hi, lo = lo, lo / factor
-        else:
-            return 0.0
-    for _ in range(refine):
+        return known if up else 0.0
+    lo, hi = (known, x) if up else (x, known)
+    while hi > lo * (1 + resolution):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
     return lo
@@ -108,11 +106,11 @@ def server(
     guess = model.capacity(ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s)
     if guess <= 0:  # the model finds no rate; start from what the replica decodes alone
         guess = batch / (model.decode_s(batch) * max(1.0, outs))
-    rate = highest(ok, guess, factor=BRACKET, steps=BRACKET_STEPS, refine=REFINE)
+    rate = highest(ok, guess, resolution=RESOLUTION, steps=STEPS)
     if rate <= 0:
         raise TapeoutError(
             f"no request rate meets p99 TTFT <= {ttft_limit_s:g} s and p99 TPOT <= {tpot_limit_s:g} s "
-            f"with batch {batch} (the lowest rate tried was {guess / BRACKET**BRACKET_STEPS:.3g} requests/s "
+            f"with batch {batch} (the lowest rate tried was {guess / (1 + RESOLUTION * 2**STEPS):.3g} requests/s "
             "per replica)"
         )
     s = seen[rate].summary()

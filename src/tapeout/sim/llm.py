@@ -35,6 +35,29 @@ from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.ops import SendRecv
 
 ATTENTION_SHAPES = 1 << 16  # attention costs a replica keeps (a few MB), cleared when full
+SHARED_REPLICAS = 16  # replicas (model, system, plan) whose costs the process keeps
+
+
+@dataclass
+class _Costs:
+    """What a replica has costed, by size: its token-parallel ops (compute and memory,
+    communication) by tokens, the head by sampled sequences, an attention call by shape.
+    Replicas of one model, system and plan share them."""
+
+    layers: dict[int, tuple[Cost, Cost]] = field(default_factory=dict)
+    head: dict[int, Cost] = field(default_factory=dict)
+    attention: dict[tuple[int, int, int], Cost] = field(default_factory=dict)
+
+
+_COSTS: dict[tuple[object, ...], _Costs] = {}
+
+
+def _costs(key: tuple[object, ...]) -> _Costs:
+    costs = _COSTS.pop(key, None) or _Costs()
+    if len(_COSTS) >= SHARED_REPLICAS:
+        del _COSTS[next(iter(_COSTS))]  # the least recently built
+    _COSTS[key] = costs
+    return costs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,16 +123,15 @@ class Replica:
     memory: Memory = field(init=False)
     numerics: Numerics = field(init=False)
     layout: Layout = field(init=False)
-    _linear: dict[int, tuple[Cost, Cost]] = field(init=False, default_factory=dict)
-    _head: dict[int, Cost] = field(init=False, default_factory=dict)
+    _costs: _Costs = field(init=False)
     _stage_layers: int = field(init=False, default=1)
     _parts: int = field(init=False, default=1)  # pipeline stages x attention groups
-    _attention_costs: dict[tuple[int, int, int], Cost] = field(init=False, default_factory=dict)
     # One chip's share of the graphs, lowered once with their dynamic dimensions at one (an
     # inference plan splits none of them): layers per kind with their counts on the busiest
     # stage, the embedding, the head, a prefill and a decode attention call.
+    # The token-parallel ops as (count, compute, collectives), the embedding's with them.
     _templates: dict[str, Graph] = field(init=False, default_factory=dict)
-    _layer_kinds: list[tuple[float, Graph]] = field(init=False, default_factory=list)
+    _layer_kinds: list[tuple[float, Graph, Graph]] = field(init=False, default_factory=list)
 
     @classmethod
     def of(
@@ -133,18 +155,23 @@ class Replica:
         replica._parts = plan.pp * plan.attention_groups
         replica.memory = replica._memory(kv_memory_fraction)
         replica._lower()
+        replica._costs = _costs((model, system, plan, layers_only))
         return replica
 
     def _lower(self) -> None:
         m, num, lay = self.model, self.numerics, self.layout
         assert not lay.sequence_parallel  # instantiating sharded templates needs no split tokens
-        self._layer_kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe).ops(), lay))
-                             for moe, count in transformer.census(m)]  # fmt: skip
+        kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe).ops(), lay))
+                 for moe, count in transformer.census(m)]  # fmt: skip
+        if not self.layers_only and self.plan.pp == 1:  # with stages, the embedding is on another one
+            kinds.append((1.0, shard(transformer.embedding(m, 1, num), lay).ops()))
+        self._layer_kinds = [(n, g.compute(), g.communication()) for n, g in kinds]
         self._templates = {
-            "embedding": shard(transformer.embedding(m, 1, num), lay),
             "head": shard(transformer.head(m, 1, num), lay).ops(),
-            "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay),
-            "decode": shard(transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay),
+            "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay).ops(),
+            "decode": shard(
+                transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay
+            ).ops(),
         }
 
     @property
@@ -180,28 +207,25 @@ class Replica:
     def _layers(self, m_group: int) -> tuple[Cost, Cost]:
         """Token-parallel ops of the busiest stage for `m_group` tokens of one attention group:
         (compute and memory, communication)."""
-        cached = self._linear.get(m_group)
+        cached = self._costs.layers.get(m_group)
         if cached is not None:
             return cached
         m, p, sys, num = self.model, self.plan, self.system, self.numerics
-        parts = [(n, g.at(tokens=m_group)) for n, g in self._layer_kinds]
-        if not self.layers_only and p.pp == 1:  # with stages, the embedding is on another one
-            parts.append((1.0, self._templates["embedding"].at(tokens=m_group)))
-        compute = Cost.total(graph_cost(g.compute(), sys) * n for n, g in parts)
-        comm = Cost.total(graph_cost(g.communication(), sys) * n for n, g in parts)
+        compute = Cost.total(graph_cost(g, sys, tokens=m_group) * n for n, g, _ in self._layer_kinds)
+        comm = Cost.total(graph_cost(g, sys, tokens=m_group) * n for n, _, g in self._layer_kinds)
         if p.pp > 1:
             size = m_group * m.hidden_size * BYTES_PER_ELEMENT[num.stream]
             comm = comm + op_cost(SendRecv(ranks=2, bytes_per_rank=size, name="pp"), sys)
-        self._linear[m_group] = (compute, comm)
+        self._costs.layers[m_group] = (compute, comm)
         return compute, comm
 
     def _head_cost(self, samplers: int) -> Cost:
         if self.layers_only:
             return ZERO
-        cost = self._head.get(samplers)
+        cost = self._costs.head.get(samplers)
         if cost is None:
-            cost = graph_cost(self._templates["head"].at(tokens=samplers), self.system)
-            self._head[samplers] = cost
+            cost = graph_cost(self._templates["head"], self.system, tokens=samplers)
+            self._costs.head[samplers] = cost
         return cost
 
     def _attention_shape(self, batch: Batch) -> tuple[int, int, int, int, int]:
@@ -215,41 +239,49 @@ class Replica:
         return n_p, q, kv, n_d, max(1, round(batch.decode_context / batch.decode_seqs)) if n_d else 0
 
     def _attention_call(self, kind: str, batch: int, q: int, kv: int) -> Cost:
-        """One attention call (`prefill` chunks, or `decode` steps) over the stage's layers, cached by
-        shape (the same shape recurs from one iteration to the next)."""
-        if not batch:
-            return ZERO
+        """One attention call (`prefill` chunks, or `decode` steps) in one layer, cached by shape
+        (the same shape recurs from one iteration to the next)."""
         key = (batch, q, kv) if kind == "prefill" else (-batch, q, kv)
-        cost = self._attention_costs.get(key)
+        known = self._costs.attention
+        cost = known.get(key)
         if cost is None:
-            g = self._templates[kind].at(batch=batch, q=q, kv=kv)
-            cost = graph_cost(g, self.system) * self._stage_layers
-            if len(self._attention_costs) >= ATTENTION_SHAPES:
-                self._attention_costs.clear()
-            self._attention_costs[key] = cost
+            cost = graph_cost(self._templates[kind], self.system, batch=batch, q=q, kv=kv)
+            if len(known) >= ATTENTION_SHAPES:
+                known.clear()
+            known[key] = cost
         return cost
 
-    def _attention(self, batch: Batch) -> Cost:
-        """One iteration's attention on one chip: a call for the prefill chunks (the latent of
-        multi-head latent attention expanded), one for the decodes (absorbed)."""
+    def _attention(self, batch: Batch) -> tuple[float, float]:
+        """One iteration's attention on one chip, over the stage's layers: seconds and joules. A
+        call for the prefill chunks (the latent of multi-head latent attention expanded), one for
+        the decodes (absorbed)."""
         n_p, q, kv, n_d, kv_d = self._attention_shape(batch)
-        prefill, decode = (
-            self._attention_call("prefill", n_p, q, kv),
-            self._attention_call("decode", n_d, 1, kv_d),
-        )
-        return decode if not n_p else prefill if not n_d else prefill + decode
+        layers = self._stage_layers
+        t = e = 0.0
+        if n_p:
+            c = self._attention_call("prefill", n_p, q, kv)
+            t, e = c.time_s * layers, c.energy_j * layers
+        if n_d:
+            c = self._attention_call("decode", n_d, 1, kv_d)
+            t, e = t + c.time_s * layers, e + c.energy_j * layers
+        return t, e
+
+    def _attention_cost(self, batch: Batch) -> Cost:
+        """`_attention` with its breakdown."""
+        n_p, q, kv, n_d, kv_d = self._attention_shape(batch)
+        calls = [self._attention_call("prefill", n_p, q, kv)] if n_p else []
+        if n_d:
+            calls.append(self._attention_call("decode", n_d, 1, kv_d))
+        return Cost.total(calls, self._stage_layers)
 
     # ---- the iteration -------------------------------------------------------------------
-    def _parts_of(self, batch: Batch) -> tuple[Cost, Cost, Cost, Cost]:
-        layers, comm = self._layers(self._share(batch.tokens))
-        return layers, self._attention(batch), self._head_cost(max(1, self._share(batch.samplers))), comm
-
     def step(self, batch: Batch) -> StepCost:
         """Latency of one iteration and its parts (per chip of the busiest stage). When the
         power cap binds, the compute and memory parts stretch to the power floor."""
         if batch.tokens <= 0:
             return StepCost(0.0, {})
-        layers, attention, head, comm = self._parts_of(batch)
+        layers, comm = self._layers(self._share(batch.tokens))
+        attention, head = self._attention_cost(batch), self._head_cost(max(1, self._share(batch.samplers)))
         busy = layers.time_s + attention.time_s + head.time_s
         floor = self.system.capped(busy, layers.energy_j + attention.energy_j + head.energy_j)
         parts = {"layers": layers, "attention": attention, "head": head}
@@ -263,10 +295,12 @@ class Replica:
         return StepCost(sum(c.time_s for c in parts.values()), parts, power_capped=floor > busy)
 
     def step_time(self, batch: Batch) -> float:
-        """`step(batch).time_s`, without the breakdown."""
+        """`step(batch).time_s`, without the breakdown (the simulators' innermost call)."""
         if batch.tokens <= 0:
             return 0.0
-        layers, attention, head, comm = self._parts_of(batch)
-        busy = layers.time_s + attention.time_s + head.time_s
-        capped = self.system.capped(busy, layers.energy_j + attention.energy_j + head.energy_j)
+        layers, comm = self._layers(self._share(batch.tokens))
+        head = self._head_cost(max(1, self._share(batch.samplers)))
+        attention_s, attention_j = self._attention(batch)
+        busy = layers.time_s + attention_s + head.time_s
+        capped = self.system.capped(busy, layers.energy_j + attention_j + head.energy_j)
         return (capped + comm.time_s) * self.plan.pp

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from tapeout.errors import TapeoutError
 from tapeout.parallel.memory import embedding_room
 from tapeout.parallel.recsys import Placement, RecsysPlan, place
-from tapeout.parallel.shard import shard
+from tapeout.parallel.shard import Layout, shard
 from tapeout.perf.cost import Cost
 from tapeout.perf.rules import graph_cost, op_cost
 from tapeout.perf.system import System
@@ -38,11 +39,21 @@ DEFAULT_BATCH_PAIRS = 65536  # pairs per offline batch when none is given (large
 HOT_ROW_SRAM_SHARE = 0.5
 
 
-def _split(g: Graph) -> tuple[Graph, Graph, Graph]:
-    """(embedding lookups, the rest of the chip's own work, communication)."""
-    emb = Graph(tuple(n for n in g.nodes if n.op.kind == OpKind.GATHER))
-    rest = Graph(tuple(n for n in g.compute().nodes if n.op.kind != OpKind.GATHER))
-    return emb, rest, g.communication()
+def _lookups(g: Graph, *, of: bool = True) -> Graph:
+    """The embedding lookups of a graph (with `of=False`, the rest)."""
+    return Graph(tuple(n for n in g.nodes if (n.op.kind == OpKind.GATHER) == of))
+
+
+@lru_cache(maxsize=64)
+def _template(model: RecsysConfig, layout: Layout, dense: Precision, embedding: Precision, training: bool
+              ) -> tuple[Graph, Graph]:  # fmt: skip
+    """What one chip computes and communicates of a batch of one pair per chip (see
+    `dlrm.PAIRS`), lowered and sharded once per model, placement and precisions."""
+    g = dlrm.forward(
+        model, layout.dp, dense_precision=dense, embedding_precision=embedding, training=training
+    )
+    one = shard(g, layout)
+    return one.compute(), one.communication()
 
 
 @dataclass(eq=False, kw_only=True)
@@ -56,7 +67,6 @@ class RecsysSystem:
     placement: Placement
     hits: tuple[float, ...]
     _batches: dict[int, Cost] = field(default_factory=dict)
-    _template: Graph | None = None  # chip 0's forward for one pair per chip (see `dlrm.PAIRS`)
 
     @classmethod
     def of(cls, model: RecsysConfig, system: System, plan: RecsysPlan | None = None, *, training: bool = False) -> RecsysSystem:  # fmt: skip
@@ -76,12 +86,6 @@ class RecsysSystem:
     def embedding_precision(self) -> Precision:
         return self.plan.tables(training=self.training)
 
-    def graph(self, pairs_global: int, chip: int = 0) -> Graph:
-        """What `chip` runs of a batch of `pairs_global` pairs over the whole system (forward)."""
-        g = dlrm.forward(self.model, pairs_global, dense_precision=self.plan.precision,
-                         embedding_precision=self.embedding_precision, training=self.training)  # fmt: skip
-        return shard(g, self.placement.layout(chip, self.hits))
-
     def batch_cost(self, pairs: int) -> Cost:
         """Cost for every chip to run a batch of `pairs` pairs (inference), cached by size. A
         sustained serving load runs at the clock its TDP allows (as for LLM serving)."""
@@ -89,14 +93,15 @@ class RecsysSystem:
         if cost is None:
             if pairs < 1:
                 raise TapeoutError(f"field 'batch': must be >= 1 pairs, got {pairs}")
-            if self._template is None:
-                self._template = self.graph(self.system.chips)
-            g = self._template.at(pairs=pairs)
-            work = graph_cost(g.compute(), self.system)
+            compute, communication = _template(
+                self.model, self.placement.layout(0, self.hits), self.plan.precision, self.embedding_precision,
+                self.training,
+            )  # fmt: skip
+            work = graph_cost(compute, self.system, pairs=pairs)
             capped = self.system.capped(work.time_s, work.energy_j)
             if capped > work.time_s:
                 work = Cost.of(capped, "compute", flops=work.flops, dram_bytes=work.dram_bytes)
-            cost = work + graph_cost(g.communication(), self.system)
+            cost = work + graph_cost(communication, self.system, pairs=pairs)
             self._batches[pairs] = cost
         return cost
 
@@ -188,17 +193,24 @@ def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
     fwd = dlrm.forward(rs.model, global_batch, dense_precision=rs.plan.precision,
                        embedding_precision=rs.embedding_precision, training=True)  # fmt: skip
     bwd = autodiff.backward(fwd)
-    per_chip = []
-    for c in range(w):  # the busiest chip's tables set the pace
+    # Every chip runs the same dense part and exchange; the busiest chip's lookups set the pace.
+    lookups = _lookups(fwd), _lookups(bwd)
+    per_layout: dict[Layout, tuple[Cost, Cost]] = {}
+    for c in range(w):
         layout = rs.placement.layout(c, rs.hits)
-        f, b = _split(shard(fwd, layout)), _split(shard(bwd, layout))
-        per_chip.append((graph_cost(f[0], sysm), graph_cost(b[0], sysm), f, b))
-    emb_fwd, emb_bwd, f, b = max(per_chip, key=lambda x: x[0].time_s + x[1].time_s)
-    dense_fwd = graph_cost(f[1], sysm)
-    dense = dense_fwd + graph_cost(b[1], sysm)
+        if layout not in per_layout:
+            per_layout[layout] = (
+                graph_cost(shard(lookups[0], layout), sysm),
+                graph_cost(shard(lookups[1], layout), sysm),
+            )
+    emb_fwd, emb_bwd = max(per_layout.values(), key=lambda x: x[0].time_s + x[1].time_s)
+    layout = rs.placement.layout(0, rs.hits)
+    f, b = shard(_lookups(fwd, of=False), layout), shard(_lookups(bwd, of=False), layout)
+    dense_fwd = graph_cost(f.compute(), sysm)
+    dense = dense_fwd + graph_cost(b.compute(), sysm)
     emb = emb_fwd + emb_bwd
-    comm_fwd = graph_cost(f[2], sysm)
-    comm = comm_fwd + graph_cost(b[2], sysm)
+    comm_fwd = graph_cost(f.communication(), sysm)
+    comm = comm_fwd + graph_cost(b.communication(), sysm)
     grads = AllReduce(ranks=w, bytes_per_rank=rs.model.dense_params() * 2, name="dp.grads")
     allreduce = op_cost(grads, sysm).time_s if w > 1 else 0.0
     busy = dense.time_s + emb.time_s

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 from tapeout.precision import Precision, at_least_16, nbytes
 from tapeout.workloads.graph import Graph, Node, Split
@@ -73,27 +74,24 @@ def _hit_rates(tables: tuple[EmbeddingTable, ...], cache_rows: float) -> tuple[f
     if cache_rows >= total:
         return (1.0,) * len(tables)
     norms = [_harmonic(t.rows, t.skew_alpha) for t in tables]
+    rows = np.array([float(t.rows) for t in tables])
+    # The access probability (per sample) of each table's hottest row.
+    top = np.array([t.pooling / h for t, h in zip(tables, norms, strict=True)])
+    zipf = np.array([t.skew_alpha != 0 for t in tables])
+    power = np.array([1 / t.skew_alpha if t.skew_alpha else 0.0 for t in tables])
 
-    def cached(tau: float) -> list[float]:
-        out = []
-        for t, h in zip(tables, norms, strict=True):
-            top = t.pooling / h  # access probability (per sample) of the hottest row
-            if t.skew_alpha == 0:
-                out.append(float(t.rows) if top >= tau else 0.0)
-            else:
-                out.append(
-                    min(float(t.rows), (top / tau) ** (1 / t.skew_alpha)) if tau > 0 else float(t.rows)
-                )
-        return out
+    def cached(tau: float) -> npt.NDArray[np.float64]:
+        """Rows of each table whose access probability (per sample) is at least `tau` > 0."""
+        return np.where(zipf, np.minimum(rows, (top / tau) ** power), np.where(top >= tau, rows, 0.0))
 
-    lo, hi = 0.0, max(t.pooling / h for t, h in zip(tables, norms, strict=True)) * 2
+    lo, hi = 0.0, float(top.max()) * 2
     for _ in range(80):  # the threshold at which the cache is just full
         mid = (lo + hi) / 2
-        if sum(cached(mid)) > cache_rows:
+        if cached(mid).sum() > cache_rows:
             lo = mid
         else:
             hi = mid
-    counts = cached(hi)
+    counts = cached(hi).tolist()
     # Uniform tables are cached whole or not at the threshold; the room left goes to the densest
     # one not yet cached, in part.
     left = cache_rows - sum(counts)
@@ -131,8 +129,14 @@ def distinct_rows(table: EmbeddingTable, draws: float) -> float:
 
 
 # ---- lowering ---------------------------------------------------------------------------------
-def _table_split(i: int, *dims: str) -> tuple[Split, ...]:
-    return tuple(Split("table", d, index=i) for d in dims)
+@lru_cache(maxsize=1024)
+def _table_split(i: int) -> tuple[Split, ...]:
+    """Table `i`'s lookups and outputs split by the tables' placement, its cached share by the hot rows."""
+    return (
+        Split("table", "lookups", index=i),
+        Split("table", "outputs", index=i),
+        Split("hot", "cached", index=i),
+    )
 
 
 def tables(
@@ -156,8 +160,9 @@ def tables(
                 Gather(lookups=touched, dim=t.dim, rows=rows, outputs=touched, precision=ADAGRAD_STATE_PRECISION,
                        name="embedding.adagrad"),
             )  # fmt: skip
-        split = (*_table_split(i, "lookups", "outputs"), Split("hot", "cached", index=i))
-        nodes.append(Node(forward, split=split, grad=grad, dims=(("lookups", PAIRS), ("outputs", PAIRS))))
+        nodes.append(
+            Node(forward, split=_table_split(i), grad=grad, dims=(("lookups", PAIRS), ("outputs", PAIRS)))
+        )
     return Graph(tuple(nodes))
 
 

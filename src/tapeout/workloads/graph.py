@@ -111,17 +111,14 @@ class Node:
     def flops(self) -> float:
         return self.op.flops * self.count
 
-    def at(self, sizes: Mapping[str, int]) -> Node:
-        """This node with its dynamic dimensions `sizes` times what it was lowered for."""
+    def op_at(self, sizes: Mapping[str, int]) -> Op:
+        """The op with its dynamic dimensions `sizes` times what it was lowered for."""
         r = self.routed
         if r is not None and "tokens" in sizes:
-            tokens = sizes["tokens"]
             dim = next((s.dim for s in self.split if s.axis == "ep"), "m")
-            op = r.place(self.op, dim, r.tokens * tokens * r.reach, r.local or r.experts)
-            return Node(op, count=self.count, phase=self.phase, split=self.split,
-                        routed=rebuild(r, tokens=r.tokens * tokens), grad=self.grad)  # fmt: skip
+            return r.place(self.op, dim, r.tokens * sizes["tokens"] * r.reach, r.local or r.experts)
         if not self.dims:
-            return self
+            return self.op
         changes = {}
         for field, names in self.dims:
             factor = 1
@@ -129,10 +126,18 @@ class Node:
                 factor *= sizes.get(n, 1)
             if factor != 1:
                 changes[field] = getattr(self.op, field) * factor
-        if not changes:
+        return rebuild(self.op, **changes) if changes else self.op
+
+    def at(self, sizes: Mapping[str, int]) -> Node:
+        """This node with its dynamic dimensions at `sizes` (see `op_at`)."""
+        op = self.op_at(sizes)
+        if op is self.op:
             return self
-        return Node(rebuild(self.op, **changes), count=self.count, phase=self.phase, split=self.split,
-                    grad=self.grad, dims=self.dims)  # fmt: skip
+        r = self.routed
+        if r is not None and "tokens" in sizes:
+            return Node(op, count=self.count, phase=self.phase, split=self.split,
+                        routed=rebuild(r, tokens=r.tokens * sizes["tokens"]), grad=self.grad)  # fmt: skip
+        return Node(op, count=self.count, phase=self.phase, split=self.split, grad=self.grad, dims=self.dims)
 
 
 @dataclass(frozen=True, slots=True)

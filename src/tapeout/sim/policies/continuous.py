@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from tapeout.errors import TapeoutError
 from tapeout.sim.llm import Batch, Replica
@@ -82,13 +81,17 @@ class Continuous:
         self.finished = 0
         self.resume: list[int] = []  # preempted, served before new arrivals (oldest first)
         self.prompts: list[_Prompt] = []
-        # Decoding sequences, in admission order, as parallel arrays: id, tokens in the cache,
-        # tokens still to generate, KV pages held (the ledger is written when they leave).
-        self.r_id = np.empty(0, dtype=np.int64)
-        self.r_kv = np.empty(0, dtype=np.int64)
-        self.r_left = np.empty(0, dtype=np.int64)
-        self.r_held = np.empty(0, dtype=np.int64)
-        self.kv_sum = 0  # r_kv.sum(), kept as it changes
+        # Decoding sequences in admission order. Each decodes one token in every iteration, so
+        # its state follows from the iteration count `tick`: it holds `kv0 + tick` tokens and
+        # finishes after iteration `end`; `ends` books them by that iteration. `residues`
+        # counts them by `kv0` modulo the page size: those whose cache fills its last page
+        # (they need a new one before they decode) are one residue class per iteration.
+        self.tick = 0
+        self.decoding: dict[int, tuple[int, int]] = {}  # id -> (kv0, end)
+        self.ends: dict[int, list[int]] = {}
+        self.residues = [0] * self.block
+        self.kv_sum = 0  # tokens in the cache over the decoding sequences
+        self._joining: list[tuple[int, int]] = []  # prefilled arrivals, decoding from the next iteration
         self._chunks: list[tuple[_Prompt, int]] = []
         self._decoding = 0
 
@@ -100,7 +103,7 @@ class Continuous:
 
     @property
     def idle(self) -> bool:
-        return not (self.prompts or self.resume or len(self.r_id))
+        return not (self.prompts or self.resume or self.decoding or self._joining)
 
     def next_engine(self) -> Engine | None:
         return None if self.finished >= self.expected and not self.waiting else self.engines[0]
@@ -109,34 +112,39 @@ class Continuous:
     def _pages(self, tokens: int) -> int:
         return -(-tokens // self.block)
 
-    def _join(self, ids: list[int], kv: list[int]) -> None:
-        """Sequences that start decoding, with the pages they hold."""
-        r = np.asarray(ids, dtype=np.int64)
-        self.r_id = np.concatenate([self.r_id, r])
-        self.r_kv = np.concatenate([self.r_kv, np.asarray(kv, dtype=np.int64)])
-        self.r_left = np.concatenate([self.r_left, self.out[r] - self.ledger.generated[r]])
-        self.r_held = np.concatenate([self.r_held, self.held[r]])
-        self.held[r] = 0
-        self.kv_sum += sum(kv)
+    def _join(self, rid: int, kv: int) -> None:
+        """A sequence that starts decoding with `kv` tokens in the cache, as of now."""
+        left = int(self.out[rid] - self.ledger.generated[rid])
+        kv0 = kv - self.tick
+        self.decoding[rid] = (kv0, self.tick + left)
+        self.ends.setdefault(self.tick + left, []).append(rid)
+        self.residues[kv0 % self.block] += 1
+        self.kv_sum += kv
 
-    def _keep(self, keep: npt.NDArray[np.bool_]) -> None:
-        self.kv_sum -= int(self.r_kv[~keep].sum())
-        self.r_id, self.r_kv = self.r_id[keep], self.r_kv[keep]
-        self.r_left, self.r_held = self.r_left[keep], self.r_held[keep]
+    def _leave(self, rid: int) -> int:
+        """Take a decoding sequence out; the KV pages it held."""
+        kv0, _ = self.decoding.pop(rid)
+        kv = kv0 + self.tick
+        self.residues[kv0 % self.block] -= 1
+        self.kv_sum -= kv
+        pages = int(self.held[rid]) if self.reserve else self._pages(kv)
+        self.held[rid] = 0
+        return pages
+
+    def _growing(self) -> int:
+        """Decoding sequences whose last page is full: each takes a new page to decode."""
+        return self.residues[-self.tick % self.block]
 
     def _preempt_for(self, need: int) -> int:
         """Free pages by preempting the newest decoding sequences; the pages the rest need."""
-        while need > self.free_pages and len(self.r_id):
-            rid = int(self.r_id[-1])
-            self.ledger.generated[rid] = self.out[rid] - self.r_left[-1]
-            self.free_pages += int(self.r_held[-1])
-            self.kv_sum -= int(self.r_kv[-1])
-            self.r_id, self.r_kv, self.r_left, self.r_held = (
-                a[:-1] for a in (self.r_id, self.r_kv, self.r_left, self.r_held)
-            )
+        while need > self.free_pages and self.decoding:
+            rid = next(reversed(self.decoding))
+            end = self.decoding[rid][1]
+            self.ledger.generated[rid] = self.out[rid] - (end - self.tick)
+            self.free_pages += self._leave(rid)
             self.resume.append(rid)
             self.ledger.preemptions += 1
-            need = int(np.count_nonzero(self.r_kv % self.block == 0))
+            need = self._growing()
         return need
 
     def _admit(self, now: float, budget: int, in_flight: int) -> None:
@@ -167,7 +175,7 @@ class Continuous:
             self.held[rid] = pages
             in_flight += 1
             if self.prefilled and not from_resume:
-                self._join([rid], [target])
+                self._joining.append((rid, target))
                 continue
             prompt = _Prompt(rid, 0, target)
             self.prompts.append(prompt)
@@ -178,14 +186,11 @@ class Continuous:
     def schedule(self, engine: Engine) -> Batch | None:
         now = engine.clock
         if not self.reserve:
-            grow = self.r_kv % self.block == 0
-            need = int(np.count_nonzero(grow))
+            need = self._growing()
             if need > self.free_pages:
                 need = self._preempt_for(need)
-                grow = self.r_kv % self.block == 0
             self.free_pages -= need
-            self.r_held[grow] += 1
-        n_dec = len(self.r_id)
+        n_dec = len(self.decoding)
         self._decoding = n_dec
         budget = self.budget - n_dec
         self._chunks = []
@@ -195,11 +200,12 @@ class Continuous:
             chunk = min(prompt.target - prompt.done, budget)
             self._chunks.append((prompt, chunk))
             budget -= chunk
-        self._admit(now, budget, n_dec + len(self.prompts))
+        self._admit(now, budget, n_dec + len(self.prompts) + len(self._joining))
         if n_dec + len(self._chunks) == 0:
             if self.resume:
                 raise AssertionError("a preempted request found no room in an empty cache")
-            if self.waiting:
+            self._flush()
+            if self.waiting and not self.decoding:
                 engine.clock = max(now, self.waiting[0][0])
             return None
         p_tokens = sum(c for _, c in self._chunks)
@@ -214,26 +220,25 @@ class Continuous:
             emitting=n_dec + ends,
         )
 
+    def _flush(self) -> None:
+        for rid, kv in self._joining:
+            self._join(rid, kv)
+        self._joining = []
+
     def complete(self, engine: Engine, batch: Batch) -> None:
         now, led = engine.clock, self.ledger
-        n_dec = self._decoding
-        if n_dec:
-            self.r_kv[:n_dec] += 1
-            self.kv_sum += n_dec
-            left = self.r_left[:n_dec]
-            left -= 1
-            done = left <= 0
-            if done.any():
-                gone = self.r_id[:n_dec][done]
-                led.finish_s[gone] = now
-                led.generated[gone] = self.out[gone] - left[done]
-                self.free_pages += int(self.r_held[:n_dec][done].sum())
-                self.finished += len(gone)
-                keep = np.ones(len(self.r_id), dtype=bool)
-                keep[:n_dec] = ~done
-                self._keep(keep)
-        new_ids: list[int] = []
-        new_kv: list[int] = []
+        if self._decoding:
+            self.tick += 1
+            self.kv_sum += self._decoding
+            for rid in self.ends.pop(self.tick, ()):
+                seq = self.decoding.get(rid)
+                if seq is None or seq[1] != self.tick:
+                    continue  # preempted since, or back with another end
+                led.finish_s[rid] = now
+                led.generated[rid] = self.out[rid]
+                self.free_pages += self._leave(rid)
+                self.finished += 1
+        self._flush()
         for prompt, chunk in self._chunks:
             prompt.done += chunk
             if prompt.done < prompt.target:
@@ -252,8 +257,5 @@ class Continuous:
                 elif self.handoff is not None:
                     self.handoff(rid, now)
             else:
-                new_ids.append(rid)
-                new_kv.append(prompt.target)
-        if new_ids:
-            self._join(new_ids, new_kv)
+                self._join(rid, prompt.target)
         self._chunks = []
