@@ -106,6 +106,15 @@ def test_iteration_time_grows_with_tokens_and_context():
     )
 
 
+def test_replicas_of_one_model_system_and_plan_share_their_costs():
+    a, b = replica(), replica()
+    assert a._costs is b._costs and replica(precision="fp8")._costs is not a._costs
+    batch = Batch(
+        prefill_tokens=300, prefill_seqs=2, prefill_context=900, decode_seqs=40, decode_context=9000
+    )
+    assert a.step_time(batch) == b.step_time(batch)
+
+
 def test_step_time_equals_step():
     r = replica("mixtral-8x7b", chips=2, tp=2, ep=2, **FP8)
     b = Batch(
@@ -214,6 +223,38 @@ def test_a_full_cache_preempts_and_everything_still_finishes():
     res = simulate(r, reqs, admission="greedy")
     assert res.preemptions > 0
     assert res.output_tokens == 64 * 200
+
+
+@pytest.mark.parametrize("admission", ["greedy", "reserve"])
+def test_the_cache_pages_add_up_at_every_iteration(admission):
+    """The policy keeps decoding sequences by the iteration they joined; at every iteration their
+    pages and tokens match a sequence-by-sequence count, and every page comes back at the end."""
+    from tapeout.sim.policies.base import Ledger
+    from tapeout.sim.policies.continuous import Continuous
+
+    r = Replica.of(get_model("llama-2-7b").config, System.of(get_chip("h100-sxm")), kv_memory_fraction=0.004)
+    reqs = Requests.poisson(
+        80, 200.0, Lengths(kind="uniform", low=20, high=300), Lengths(kind="uniform", low=2, high=120)
+    )
+    policy = Continuous(r, Ledger(reqs), admission=admission)
+    engine = policy.engines[0]
+    while policy.next_engine() is not None:
+        batch = policy.schedule(engine)
+        if batch is None:
+            continue
+        kv = {rid: kv0 + policy.tick for rid, (kv0, _) in policy.decoding.items()}
+        assert batch.decode_context == sum(kv.values()) + len(kv)
+        if admission == "greedy":  # pages of the decoding sequences, the token this iteration adds included
+            held = sum(policy._pages(k + 1) for k in kv.values())
+        else:
+            held = sum(int(policy.held[rid]) for rid in kv)
+        prompts = sum(int(policy.held[p.rid]) for p in policy.prompts)
+        assert policy.free_pages + held + prompts == policy.total_pages
+        engine.clock += r.step_time(batch)
+        policy.complete(engine, batch)
+    assert policy.free_pages == policy.total_pages and policy.kv_sum == 0
+    assert policy.ledger.generated.sum() == reqs.output_len.sum()
+    assert (policy.ledger.preemptions > 0) == (admission == "greedy")  # the cache ran full
 
 
 def test_reserved_admission_never_preempts():

@@ -75,8 +75,9 @@ def parse(value: object, field: str, allowed: Iterable[Precision] = PRECISIONS) 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Numerics:
     """The formats one workload runs in: weights at rest and as its matmuls read them, the inputs
-    of its matmuls, the residual stream and what crosses the wires, fused attention, the
-    key/value cache, and the output layer. Plans build it from their fields; lowering reads it.
+    of its matmuls, the residual stream and what crosses the wires, the tokens sent to the
+    experts, fused attention, the key/value cache, and the output layer. Plans build it from
+    their fields; lowering reads it.
 
     >>> Numerics.serving(weights="fp4", activations="bf16", kv="fp8").compute
     'bf16'
@@ -86,6 +87,7 @@ class Numerics:
     weights: Precision
     compute: Precision
     stream: Precision
+    dispatch: Precision
     attention: Precision
     kv: Precision
     head: Precision
@@ -93,11 +95,13 @@ class Numerics:
     @classmethod
     def serving(cls, *, weights: Precision, activations: Precision, kv: Precision) -> Numerics:
         """Inference engines: matmuls in the wider of the weight and activation formats (weight-only
-        quantization widens the weights on the fly); attention in the wider of the activation and
-        KV formats, never in 4 bits; the stream and the output layer in 16 bits at least."""
+        quantization widens the weights on the fly); tokens go to the experts in the matmuls'
+        format (quantized before the dispatch); attention in the wider of the activation and KV
+        formats, never in 4 bits; the stream and the output layer in 16 bits at least."""
         attention = wider(activations, kv)
         stream = at_least_16(activations)
-        return cls(stored=weights, weights=weights, compute=wider(weights, activations), stream=stream,
+        compute = wider(weights, activations)
+        return cls(stored=weights, weights=weights, compute=compute, stream=stream, dispatch=compute,
                    attention="fp8" if attention == "fp4" else attention, kv=kv, head=stream)  # fmt: skip
 
     @classmethod
@@ -106,7 +110,8 @@ class Numerics:
         recipes cast them on the fly), attention, the stream and the output layer in 16 bits at
         least (Transformer Engine's fp8 layers and AQT cover the transformer layers' linear
         modules only; Megatron-Bridge, docs/training/moe-optimization.md: "embeddings, output
-        layer, gradients, optimizer stay in original precision")."""
+        layer, gradients, optimizer stay in original precision"). Megatron-Core's all-to-all token
+        dispatcher sends the 16-bit hidden states; the expert matmuls cast them after it."""
         wide = at_least_16(precision)
-        return cls(stored=wide, weights=precision, compute=precision, stream=wide, attention=wide, kv=wide,
-                   head=wide)  # fmt: skip
+        return cls(stored=wide, weights=precision, compute=precision, stream=wide, dispatch=wide, attention=wide,
+                   kv=wide, head=wide)  # fmt: skip

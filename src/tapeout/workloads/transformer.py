@@ -211,7 +211,7 @@ def _moe_block(b: _Layer) -> None:
     moved = copies * BYTES_PER_ELEMENT[num.stream]
     b.add(Copy(size_bytes=moved, name="moe.permute"))
     b.add(
-        AllToAll(ranks=1, bytes_per_rank=copies * BYTES_PER_ELEMENT[num.compute], name="ep.dispatch"),
+        AllToAll(ranks=1, bytes_per_rank=copies * BYTES_PER_ELEMENT[num.dispatch], name="ep.dispatch"),
         (Split("ep", "ranks"),),
     )
     rows_m = Split("ep", "m")  # the routing sets the rows (and the experts a rank runs)

@@ -71,7 +71,8 @@ class Continuous:
         if admission not in ("reserve", "greedy"):
             raise TapeoutError(f"field 'admission': {admission!r}; known: reserve, greedy")
         self.reserve = admission == "reserve"
-        self.held = np.zeros(len(req), dtype=np.int64)  # KV pages a request holds before it decodes
+        # KV pages each request holds (under `greedy` a decoding sequence's follow from its cache)
+        self.held = np.zeros(len(req), dtype=np.int64)
         self.prefilled = prefilled
         self.handoff = handoff
         order = range(len(req)) if ids is None else ids
@@ -100,6 +101,11 @@ class Continuous:
         """A request that becomes ready at `at` (after the policy created this engine)."""
         heapq.heappush(self.waiting, (at, rid))
         self.expected += 1
+
+    @property
+    def load(self) -> int:
+        """Requests this engine holds: decoding, being prefilled or waiting."""
+        return len(self.decoding) + len(self._joining) + len(self.prompts) + len(self.waiting)
 
     @property
     def idle(self) -> bool:

@@ -71,9 +71,7 @@ class Disaggregated:
         self.input_len = ledger.requests.input_len
 
     def _handoff(self, rid: int, now: float) -> None:
-        target = min(
-            self.decode, key=lambda d: len(d.decoding) + len(d._joining) + len(d.waiting) + len(d.prompts)
-        )
+        target = min(self.decode, key=lambda d: d.load)
         target.inject(rid, now + int(self.input_len[rid]) * self.seconds_per_token)
 
     def _ready(self, part: Continuous) -> float:
