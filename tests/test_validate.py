@@ -124,7 +124,7 @@ def _ids_of(confidence):
         ({"params": {"m": 4096, "n": 4096, "k": 4096, "z": 1}}, r"t-gemm: field 'params.z': unknown field"),
         ({"params": {"m": "big", "n": 4096, "k": 4096}}, r"t-gemm: field 'params.m'"),
         ({"params": {"m": 4096, "n": 4096}}, r"t-gemm: field 'params.k': missing"),
-        ({"hardware": "h900"}, r"unknown hardware id 'h900'; known: .*h100-sxm"),
+        ({"hardware": "h900"}, r"unknown hardware id 'h900'; did you mean gh200\? known: .*h100-sxm"),
         ({"metric": "tokens_per_s"}, r"t-gemm: field 'metric'.*known: tflops"),
         ({"value": -3}, r"t-gemm: field 'value'"),
         ({"precision": "fp64"}, r"t-gemm: field 'precision'"),

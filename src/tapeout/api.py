@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tapeout import checks
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import resolve_chip
 from tapeout.parallel.fields import as_dict
@@ -31,6 +32,16 @@ from tapeout.workloads.models import resolve_model
 from tapeout.workloads.recsys import RecsysConfig
 
 ModelRef = str | Mapping[str, Any]
+# What a unit of work costs on the 2-core development machine, for refusing a run that would
+# exceed its time budget before it starts: one serving iteration with its scheduling (bench_serve:
+# 0.7 s for 29,605 iterations, rounded up) and one training plan tried by the search
+# (bench_train: 2.0 s for 48,144 plans, rounded up).
+SECONDS_PER_ITERATION = 30e-6
+SECONDS_PER_PLAN = 50e-6
+MAX_SECONDS = 600.0  # the default budget of one call
+MAX_REQUESTS = 10_000_000  # a simulated stream keeps about 250 bytes per request
+MIN_RATE = 1e-6  # requests/s: one every 11.6 days; slower streams are not a serving load
+MAX_PAIRS_PER_SAMPLE = 1e6  # user-item pairs one recommendation request ranks (MLPerf's DLRM: ~270)
 
 
 def _llm(model: ModelRef | LLMConfig, what: str) -> LLMConfig:
@@ -134,12 +145,16 @@ def serve(
     ttft_limit_s: float | None = None,
     tpot_limit_s: float | None = None,
     seed: int = 0,
+    allow_long_context: bool = False,
+    max_seconds: float | None = MAX_SECONDS,
     progress: Callable[[int], None] | None = None,
 ) -> ServeReport:
     """Serve a request stream on `chips` chips and report what happened.
 
     Requests come from `trace` (JSONL or CSV), else a Poisson stream at `rate` requests/s for the
     whole system, else all at once (offline). Every replica gets an equal share of the stream.
+    A request longer than the model's context is refused unless `allow_long_context`; a run
+    estimated to take longer than `max_seconds` here is refused before it starts (None: no limit).
 
     >>> out = serve("llama-2-7b", "h100-sxm", requests=64, input_len=128, output_len=32)
     >>> out.result.requests, out.arrivals, out.memory.weights_bytes > 13e9
@@ -147,26 +162,19 @@ def serve(
     """
     if rate is not None and trace is not None:
         raise TapeoutError("give either a request rate or a trace file, not both")
-    for name, value in (("input_len", input_len), ("output_len", output_len)):
-        if not isinstance(value, Lengths) and not value >= 1:
-            raise TapeoutError(f"field '{name}': must be >= 1 token, got {value}")
+    chips = checks.chips(chips)
+    requests = checks.count("requests", requests, high=MAX_REQUESTS, unit="requests")
+    max_batch = checks.optional_count("max_batch", max_batch, unit="sequences")
+    max_tokens = checks.count("max_tokens", max_tokens, unit="tokens")
+    for name, limit in (("ttft_limit_s", ttft_limit_s), ("tpot_limit_s", tpot_limit_s)):
+        checks.optional_number(name, limit, "s", above=0)
+    input_len, output_len = _length("input_len", input_len), _length("output_len", output_len)
     plan = plan or InferencePlan()
     rep, replicas = replica(model, hardware, chips, plan, max_tokens=max_tokens)
-    if trace is not None:
-        reqs, arrivals = Requests.from_trace(trace), "trace"
-        if replicas > 1:  # round-robin: replica 0 serves every replicas-th request
-            reqs = Requests(
-                reqs.arrival_s[::replicas], reqs.input_len[::replicas], reqs.output_len[::replicas]
-            )
-    elif rate is not None:
-        if not rate > 0:
-            raise TapeoutError(f"field 'rate': must be > 0 requests/s, got {rate}")
-        reqs, arrivals = (
-            Requests.poisson(requests, rate / replicas, input_len, output_len, seed=seed),
-            "poisson",
-        )
-    else:
-        reqs, arrivals = Requests.offline(requests, input_len, output_len, seed=seed), "offline"
+    reqs, arrivals = _stream(trace, rate, requests, replicas, input_len, output_len, seed)
+    _fits_context(rep.model, reqs, allow_long_context)
+    checks.work(f"simulating {len(reqs):,} requests", _serve_seconds(rep, reqs, rate, replicas, max_batch),
+                max_seconds, "--max-seconds")  # fmt: skip
     result = simulate(
         rep, reqs, policy=policy, replicas=replicas, max_batch=max_batch, max_tokens=max_tokens,
         ttft_limit_s=ttft_limit_s, tpot_limit_s=tpot_limit_s, progress=progress,
@@ -178,6 +186,58 @@ def serve(
         model=_name(model), hardware=rep.system.chip.id, chips=chips, plan=plan, replicas=replicas,
         policy=policy, arrivals=arrivals, result=result, memory=rep.memory, prefill=prefill, decode=decode,
     )  # fmt: skip
+
+
+def _length(field: str, value: Lengths | float) -> Lengths | float:
+    """A length in tokens: a number >= 1, or a distribution whose parameters are finite."""
+    if not isinstance(value, Lengths):
+        return checks.number(field, value, "tokens", low=1)
+    for name in ("mean", "low", "high", "sigma"):
+        checks.number(f"{field}.{name}", getattr(value, name), "tokens" if name != "sigma" else "")
+    return value
+
+
+def _stream(
+    trace: str | Path | None, rate: float | None, n: int, replicas: int, input_len: Lengths | float,
+    output_len: Lengths | float, seed: int,
+) -> tuple[Requests, str]:  # fmt: skip
+    """One replica's share of the requests, and how they arrive."""
+    if trace is not None:
+        reqs = Requests.from_trace(trace)
+        if replicas > 1:  # round-robin: replica 0 serves every replicas-th request
+            reqs = Requests(
+                reqs.arrival_s[::replicas], reqs.input_len[::replicas], reqs.output_len[::replicas]
+            )
+        return reqs, "trace"
+    if rate is not None:
+        rate = checks.number("rate", rate, "requests/s", low=MIN_RATE)
+        return Requests.poisson(n, rate / replicas, input_len, output_len, seed=seed), "poisson"
+    return Requests.offline(n, input_len, output_len, seed=seed), "offline"
+
+
+def _fits_context(config: LLMConfig, reqs: Requests, allow: bool) -> None:
+    longest = int((reqs.input_len + reqs.output_len).max())
+    context = config.max_position_embeddings
+    if longest > context and not allow:
+        raise TapeoutError(
+            f"a request of {longest:,} tokens (input and output) is longer than the model's context of "
+            f"{context:,} tokens (max_position_embeddings); give --allow-long-context to simulate it anyway"
+        )
+
+
+def _serve_seconds(
+    rep: Replica, reqs: Requests, rate: float | None, replicas: int, max_batch: int | None
+) -> float:
+    """About how long simulating `reqs` takes: iterations (output tokens over the sequences that
+    decode together, plus prompt tokens over the token budget) at SECONDS_PER_ITERATION."""
+    longest = float((reqs.input_len + reqs.output_len).mean())
+    slots = max(1.0, rep.memory.kv_tokens * rep.plan.attention_groups / longest)
+    batch = min(slots, float(max_batch or slots), float(len(reqs)))
+    if rate is not None:  # a light stream decodes few sequences at a time (Little's law)
+        step = rep.step_time(Batch(decode_seqs=1, decode_context=round(longest)))
+        batch = min(batch, max(1.0, rate / replicas * float(reqs.output_len.mean()) * step))
+    iterations = float(reqs.output_len.sum()) / batch + float(reqs.input_len.sum()) / rep.max_tokens
+    return iterations * SECONDS_PER_ITERATION
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -210,10 +270,14 @@ def train(
     pins: Mapping[str, object] | None = None,
     budget: int = 200_000,
     chips_per_node: int | None = None,
+    allow_long_context: bool = False,
+    max_seconds: float | None = MAX_SECONDS,
 ) -> TrainReport:
     """Predict one training step with `plan`, or with the fastest plan that fits (`search`), the
     plan fields in `pins` kept and the rest of `plan` (overlaps, attention kernel, precision)
-    describing the software.
+    describing the software. Sequences longer than the model's context are refused unless
+    `allow_long_context`; a search whose budget of plans would take longer than `max_seconds`
+    is refused before it starts.
 
     >>> out = train("llama-3.1-8b", "h100-sxm", 8, seq_len=4096, global_batch=64,
     ...             plan=TrainingPlan(zero=2, recompute="selective"))
@@ -221,6 +285,20 @@ def train(
     True
     """
     config = _llm(model, "training")
+    chips = checks.chips(chips)
+    seq_len = checks.count("seq_len", seq_len, unit="tokens")
+    global_batch = checks.count("global_batch", global_batch, unit="sequences")
+    budget = checks.count("budget", budget, unit="plans")
+    chips_per_node = checks.optional_count("chips_per_node", chips_per_node, high=chips, unit="chips")
+    if seq_len > config.max_position_embeddings and not allow_long_context:
+        raise TapeoutError(
+            f"field 'seq_len': {seq_len:,} tokens is longer than the model's context of "
+            f"{config.max_position_embeddings:,} tokens; give --allow-long-context to train at it anyway"
+        )
+    if search:
+        checks.work(
+            f"a search of up to {budget:,} plans", budget * SECONDS_PER_PLAN, max_seconds, "--max-seconds"
+        )
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "train", None)
     system = System.of(chip, chips, chips_per_node=chips_per_node)
     plan = plan or TrainingPlan()
@@ -274,6 +352,12 @@ def recsys(
     config = model if isinstance(model, RecsysConfig) else resolve_model(model, "recsys", None)
     if not isinstance(config, RecsysConfig):
         raise TapeoutError("field 'model': a recommendation model is needed, not a language model")
+    chips = checks.chips(chips)
+    batch = checks.optional_count("batch", batch, unit="samples")
+    pairs_per_sample = checks.number(
+        "pairs_per_sample", pairs_per_sample, "pairs", above=0, high=MAX_PAIRS_PER_SAMPLE
+    )
+    checks.optional_number("latency_limit_s", latency_limit_s, "s", above=0)
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "recsys", None)
     rs = recsys_sim.RecsysSystem.of(config, System.of(chip, chips), plan or RecsysPlan(), training=training)
     result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult

@@ -13,18 +13,41 @@ is predicted and reported, but does not pull a figure that confirmed measurement
 
 Held-out error: each fitted case is predicted with its figures refitted without it
 (leave-one-out); a case no figure was fitted on is held out by construction.
+
+Writing: the fit goes to a calibration file the user names (`write_calibration`), never to the
+package's own file, as a copy of the file in force with the fitted values replaced. It is
+checked as any calibration file is when read, written atomically, and refused when its held-out
+MAPE is worse than the MAPE of the figures in force on the same cases (unless forced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
-from collections.abc import Callable
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tapeout.perf.calibration import CALIBRATION_FILE, Calibration, CalibrationTable, table
+import yaml
+
+from tapeout._yaml import load_data_file
+from tapeout.errors import TapeoutError
+from tapeout.perf.calibration import (
+    CALIBRATION_FILE,
+    ENV_VAR,
+    SCHEMA,
+    Calibration,
+    CalibrationTable,
+    active_file,
+    parse_table,
+    reload,
+    table,
+)
 from tapeout.validate import Case, load_cases, predict
 
 EIGHT_BIT = ("fp8", "int8", "fp4")
@@ -172,31 +195,36 @@ class Figures:
         return {first: best[1], second: best[2]}
 
 
-def calibrate(path: Path, write: bool = False, serving: bool = False) -> dict[str, Any]:
-    """Fit every `fit:` figure on the cases of `path`; report fitted values and errors (of the
-    op cases; with `serving`, of the LLM serving cases too, whose refits take minutes)."""
-    tbl = table()
-    cases = load_cases(path)
-    specs = _fit_specs(tbl)
+def _fit_all(
+    tbl: CalibrationTable,
+    specs: list[FitSpec],
+    cases: list[Case],
+    pool: list[Case],
+    start: Figures | None = None,
+    only_with: Case | None = None,
+) -> Figures:
+    """Every spec fitted on `pool`, in file order; a held-out refit (`only_with`) redoes only the
+    fits that selected the held-out case, from the full fit `start`."""
+    figs = Figures(tbl)
+    if start is not None:
+        figs.values = dict(start.values)
+    for spec in specs:
+        if only_with is not None and only_with not in _selected(spec, cases, tbl):
+            continue  # a fit that never saw the held-out case keeps its full-data value
+        chosen = _selected(spec, pool, tbl)
+        # Production figures need two cases; a held-out refit may rest on one.
+        if len(chosen) < (1 if only_with is not None else 2):
+            for fig in spec.figures:  # fall back to the default figure
+                figs.values.pop((fig, spec.stack), None)
+            continue
+        for fig, value in figs.fit(spec, chosen).items():
+            figs.values[(fig, spec.stack)] = value
+    return figs
 
-    def fit_all(pool: list[Case], start: Figures | None = None, only_with: Case | None = None) -> Figures:
-        figs = Figures(tbl)
-        if start is not None:
-            figs.values = dict(start.values)
-        for spec in specs:
-            if only_with is not None and only_with not in _selected(spec, cases, tbl):
-                continue  # a fit that never saw the held-out case keeps its full-data value
-            chosen = _selected(spec, pool, tbl)
-            # Production figures need two cases; a held-out refit may rest on one.
-            if len(chosen) < (1 if only_with is not None else 2):
-                for fig in spec.figures:  # fall back to the default figure
-                    figs.values.pop((fig, spec.stack), None)
-                continue
-            for fig, value in figs.fit(spec, chosen).items():
-                figs.values[(fig, spec.stack)] = value
-        return figs
 
-    full = fit_all(cases)
+def _figure_rows(
+    tbl: CalibrationTable, specs: list[FitSpec], cases: list[Case], full: Figures
+) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
         n = len(_selected(spec, cases, tbl))
@@ -207,36 +235,94 @@ def calibrate(path: Path, write: bool = False, serving: bool = False) -> dict[st
                 "fitted": full.values.get((fig, spec.stack), getattr(current, fig)),
                 "current": getattr(current, fig),
             })  # fmt: skip
+    return rows
 
+
+REPORTED = ("gemm", "attention", "memory", "collective", "llm_training")
+
+
+def _per_case(
+    tbl: CalibrationTable, specs: list[FitSpec], cases: list[Case], full: Figures, serving: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """In-sample and held-out error of every reported case the tool predicts."""
     fitted_ids = {c.id for spec in specs for c in _selected(spec, cases, tbl)}
     per_case: list[dict[str, Any]] = []
-    for case in cases:
-        kinds = ("gemm", "attention", "memory", "collective", "llm_training")
-        if case.kind not in kinds + (("llm_inference",) if serving else ()):
+    for done, case in enumerate(cases):
+        if progress is not None:
+            progress(done, len(cases))
+        if case.kind not in REPORTED + (("llm_inference",) if serving else ()):
             continue
         in_sample = predict(case, full.calibration(case)).error
         if in_sample is None:
             continue  # `tapeout validate` reports it, with the reason, as a miss
         if case.id in fitted_ids:
-            held = fit_all([c for c in cases if c.id != case.id], start=full, only_with=case)
+            held = _fit_all(
+                tbl, specs, cases, [c for c in cases if c.id != case.id], start=full, only_with=case
+            )
             held_out = predict(case, held.calibration(case)).error
         else:
             held_out = in_sample
-        assert in_sample is not None
         assert held_out is not None
         per_case.append(
             {"id": case.id, "in_sample": in_sample, "held_out": held_out, "fitted_on": case.id in fitted_ids}
         )
-    if write:
-        _write(full.values)
-    n = len(per_case)
-    return {
-        "figures": rows,
+    return per_case
+
+
+def _current_mape(tbl: CalibrationTable, cases: list[Case], per_case: list[dict[str, Any]]) -> float:
+    """MAPE of the figures in force over the cases of `per_case`; a case they cannot predict
+    counts as a 100 % miss, as in `tapeout validate`."""
+    by_id = {c.id: c for c in cases}
+    errors = [predict(by_id[r["id"]], tbl.for_family(by_id[r["id"]].chip.family)).error for r in per_case]
+    return sum(1.0 if e is None else abs(e) for e in errors) / len(errors)
+
+
+def calibrate(
+    path: Path,
+    write: Path | None = None,
+    serving: bool = False,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Fit every `fit:` figure on the cases of `path`; report fitted values and errors (of the
+    op cases; with `serving`, of the LLM serving cases too, whose refits take minutes), beside
+    the error of the figures in force (`mape_current`).
+
+    With `write`, the file in force with the fitted values goes to that path (never the
+    package's own file), unless the fit's held-out MAPE is worse than `mape_current` and not
+    `force`. `progress(done, total)` is called as the held-out refits go, case by case."""
+    if isinstance(write, bool):  # the old flag: the file it rewrote is the package's own
+        raise TapeoutError("write: give the path of the calibration file to write")
+    if write is not None:
+        check_target(write, cases=path)  # before the fit, which can take minutes
+    tbl = table()
+    cases = load_cases(path)
+    specs = _fit_specs(tbl)
+    full = _fit_all(tbl, specs, cases, cases)
+    per_case = _per_case(tbl, specs, cases, full, serving, progress)
+    if not per_case:
+        raise TapeoutError(
+            f"{path}: no case the fit reports (kinds: {', '.join(REPORTED)}) could be predicted"
+        )
+    result: dict[str, Any] = {
+        "figures": _figure_rows(tbl, specs, cases, full),
         "cases": per_case,
-        "mape_in_sample": sum(abs(c["in_sample"]) for c in per_case) / n,
-        "mape_held_out": sum(abs(c["held_out"]) for c in per_case) / n,
+        "mape_in_sample": _mape(per_case, "in_sample"),
+        "mape_held_out": _mape(per_case, "held_out"),
+        "mape_current": _current_mape(tbl, cases, per_case),
         "by_kind": _by_kind(cases, per_case),
     }
+    if write is not None:
+        forced = _refuse_if_worse(result, force)
+        result["written"] = str(write_calibration(full.values, write, cases=path))
+        if forced:
+            result["forced"] = True
+    return result
+
+
+def _mape(rows: list[dict[str, Any]], key: str) -> float:
+    return float(sum(abs(r[key]) for r in rows)) / len(rows)
 
 
 def _by_kind(cases: list[Case], per_case: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -246,15 +332,89 @@ def _by_kind(cases: list[Case], per_case: list[dict[str, Any]]) -> dict[str, dic
         rows = [c for c in per_case if kind_of[c["id"]] == kind]
         out[kind] = {
             "n": len(rows),
-            "mape_in_sample": sum(abs(c["in_sample"]) for c in rows) / len(rows),
-            "mape_held_out": sum(abs(c["held_out"]) for c in rows) / len(rows),
+            "mape_in_sample": _mape(rows, "in_sample"),
+            "mape_held_out": _mape(rows, "held_out"),
         }
     return out
 
 
-def _write(values: dict[tuple[str, str], float]) -> None:
-    """Replace fitted values in place, keeping the file's comments and layout."""
-    lines = CALIBRATION_FILE.read_text(encoding="utf-8").splitlines(keepends=True)
+def _refuse_if_worse(result: dict[str, Any], force: bool) -> bool:
+    """Whether the fit predicts unseen cases worse than the figures in force do; refused then,
+    unless `force`. Held-out, not in-sample: a fit always matches its own cases best."""
+    held, current = result["mape_held_out"], result["mape_current"]
+    if held <= current:
+        return False
+    if not force:
+        raise TapeoutError(
+            f"nothing written: the fit's held-out (leave-one-out) MAPE {100 * held:.1f}% is worse than "
+            f"the {100 * current:.1f}% the figures in force ({active_file()}) give on the same "
+            f"{len(result['cases'])} cases; --force writes it anyway"
+        )
+    return True
+
+
+# ---- writing a calibration file ------------------------------------------------------------
+def check_target(path: Path, cases: Path | None = None) -> Path:
+    """Where a calibration file may be written: anywhere but over the package's own file, the
+    case file, or an existing file that is not a calibration file. Returns it absolute."""
+    if str(path).startswith("-"):  # `--write --json` would otherwise write a file named --json
+        raise TapeoutError(f"--write needs the PATH of the calibration file to write; got {str(path)!r}")
+    if path.suffix == ".json":  # the loader would read it as JSON
+        raise TapeoutError(f"{path}: a calibration file is written as YAML; name a .yaml file")
+    target = path.expanduser().resolve()
+    if _same_file(target, CALIBRATION_FILE):
+        raise TapeoutError(
+            f"{path}: this is the package's own calibration file ({CALIBRATION_FILE}), which is never "
+            f"rewritten: give a path of your own and use it with --calibration PATH or {ENV_VAR}=PATH "
+            "(the shipped figures change only by editing that file by hand)"
+        )
+    if cases is not None and _same_file(target, cases):
+        raise TapeoutError(f"{path}: this is the case file the figures are fitted on")
+    if not target.parent.is_dir():
+        raise TapeoutError(f"{path}: directory {target.parent} does not exist")
+    if target.is_dir():
+        raise TapeoutError(f"{path}: is a directory; give the path of a file")
+    if target.exists():
+        try:
+            data = load_data_file(target)
+        except TapeoutError:
+            data = None
+        if not (isinstance(data, Mapping) and data.get("schema") == SCHEMA):
+            raise TapeoutError(f"{path}: exists and is not a calibration file ({SCHEMA}); not replacing it")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Also through links: a hard link to the package's file is the package's file."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def write_calibration(
+    values: Mapping[tuple[str, str], float], path: Path, *, cases: Path | None = None
+) -> Path:
+    """Write the calibration file in force, with `values` ((figure, stack) -> value) in place
+    of its entries and its comments and layout kept, to `path`: checked in full first, then
+    atomically. Returns the absolute path written."""
+    target = check_target(path, cases)
+    source = active_file()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TapeoutError(f"{source}: cannot read: {exc.strerror}") from exc
+    text = _replace_values(text, values)
+    _check_fit(text, values, f"{target} (not written)")
+    _atomic_write(target, text)
+    if _same_file(target, active_file()):
+        reload()  # the figures in force were the ones just replaced
+    return target
+
+
+def _replace_values(text: str, values: Mapping[tuple[str, str], float]) -> str:
+    """Each `    stack: {value: X, ...}` entry of a fitted figure with its new value."""
+    lines = text.splitlines(keepends=True)
     figure = None
     for i, line in enumerate(lines):
         top = re.match(r"^  ([a-z0-9_]+):\s*$", line)
@@ -265,5 +425,59 @@ def _write(values: dict[tuple[str, str], float]) -> None:
         if figure and entry and (figure, entry.group(1)) in values:
             value = values[(figure, entry.group(1))]
             lines[i] = f"    {entry.group(1)}: {{value: {value:.3f}{entry.group(3)}\n"
-    CALIBRATION_FILE.write_text("".join(lines), encoding="utf-8")
-    table.cache_clear()
+    return "".join(lines)
+
+
+def _check_fit(text: str, values: Mapping[tuple[str, str], float], origin: str) -> None:
+    """The text about to be written parses, passes every check a calibration file must, and
+    holds each fitted value (an entry in a layout `_replace_values` does not know is refused,
+    not dropped)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TapeoutError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise TapeoutError(f"{origin}: expected a mapping")
+    parse_table(data, origin)
+    for (figure, stack), value in values.items():
+        entry = data["figures"][figure].get(stack)
+        held = entry.get("value") if isinstance(entry, Mapping) else None
+        if not isinstance(held, int | float) or abs(held - round(value, 3)) > 1e-9:
+            raise TapeoutError(
+                f"{origin}: figures.{figure}.{stack}: the file in force has no one-line "
+                f"'{stack}: {{value: ...}}' entry to hold the fitted {value:.3f}"
+            )
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    """All or nothing: the text goes to a temporary file beside `target`, reaches the disk, then
+    takes `target`'s name in one rename; a failure anywhere leaves `target` as it was."""
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise TapeoutError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it private; keep the mode of the file it replaces
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise TapeoutError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+        raise
+    _sync_directory(target.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable; where a directory cannot be opened (not POSIX), skip."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -3,6 +3,7 @@ the file, the entry, the field, the value and the unit."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,15 @@ class UnknownIdError(TapeoutError, KeyError):
 
 
 def unknown_id(what: str, name: str, known: Iterable[str]) -> UnknownIdError:
-    return UnknownIdError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
+    """An unknown id, with the closest known ones first.
+
+    >>> str(unknown_id("model id", "llama-3.1-8", ["llama-3.1-8b", "llama-3.1-70b", "bert-large"]))
+    "unknown model id 'llama-3.1-8'; did you mean llama-3.1-8b, llama-3.1-70b? known: bert-large, llama-3.1-70b, llama-3.1-8b"
+    """
+    ids = sorted(known)
+    close = difflib.get_close_matches(str(name), ids, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return UnknownIdError(f"unknown {what} {name!r}; {hint}known: {', '.join(ids)}")
 
 
 def _where(origin: str | None, entry: str | None) -> str:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tapeout.cli.app import JsonFlag, app, console, print_json
+from tapeout.cli.app import JsonFlag, app, console, num, print_json
 
 
 def _fmt(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:,.0f}"
+    return num(x, digits=4)
+
+
+def _progress(what: str, show: bool) -> Progress:
+    """A progress bar on stderr when it is a terminal and the output is not JSON."""
+    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True, disable=not show)  # fmt: skip
 
 
 @app.command()
@@ -27,13 +37,15 @@ def validate(
 ) -> None:
     """Predict every case of a validation file and report the errors."""
     # imported here, not at the top: start-up time (see the package docstring)
-    from tapeout.validate import PUBLIC_CASES, predict_all, report
+    from tapeout.validate import PUBLIC_CASES, load_cases, predict, report
 
-    results = predict_all(file or PUBLIC_CASES)
+    cases = load_cases(file or PUBLIC_CASES)
+    with _progress("predicting", not as_json and sys.stderr.isatty()) as bar:
+        results = [predict(c) for c in bar.track(cases)]
     if as_json:
         print_json(report(results))
         return
-    table = Table(title=f"validation: {file or 'bundled public cases'}")
+    table = Table(title=escape(f"validation: {file or 'bundled public cases'}"))
     for col in ("case", "kind", "software", "metric", "measured", "predicted", "error"):
         right = col in ("measured", "predicted", "error")
         table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col == "error")
@@ -46,10 +58,11 @@ def validate(
         else:
             color = "green" if abs(err) <= 0.10 else "yellow" if abs(err) <= 0.25 else "red"
             err_s = f"[{color}]{100 * err:+.1f}%[/{color}]"
-        table.add_row(r.id, r.kind, r.software or "-", r.metric, _fmt(r.measured), _fmt(r.predicted), err_s)
+        table.add_row(escape(r.id), r.kind, escape(r.software or "-"), r.metric, _fmt(r.measured),
+                      _fmt(r.predicted), err_s)  # fmt: skip
     console.print(table)
     for kind, reason in reasons.items():
-        console.print(f"[yellow]unsupported[/yellow] {kind}: {reason}")
+        console.print(f"[yellow]unsupported[/yellow] {kind}: {escape(reason)}")
     s = report(results)["summary"]
     for group, title in (("by_kind", "kind"), ("by_confidence", "confidence")):
         kinds = Table(title=f"by {title}")
@@ -71,7 +84,20 @@ def calibrate(
         Path | None, typer.Option(help="Case file to fit on; default: the bundled public cases.")
     ] = None,
     write: Annotated[
-        bool, typer.Option("--write", help="Write the fitted figures into calibration.yaml.")
+        Path | None,
+        typer.Option(
+            "--write",
+            metavar="PATH",
+            help="Write a complete calibration file with the fitted figures to PATH (never the "
+            "package's own file); use it with --calibration PATH or TAPEOUT_CALIBRATION=PATH.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --write: write even if the fit's held-out error is worse than the figures in force.",
+        ),
     ] = False,
     serving: Annotated[
         bool,
@@ -82,28 +108,60 @@ def calibrate(
     """Re-derive the efficiency figures from the public cases, with held-out errors."""
     # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.calibrate import calibrate as fit
+    from tapeout.errors import TapeoutError
     from tapeout.validate import PUBLIC_CASES
 
-    result = fit(cases or PUBLIC_CASES, write=write, serving=serving)
+    if force and write is None:
+        raise TapeoutError("--force applies only with --write PATH")
+    with _progress("fitting and holding out", not as_json and sys.stderr.isatty()) as bar:
+        task = bar.add_task("fit", total=None)
+        result = fit(cases or PUBLIC_CASES, write=write, serving=serving, force=force,
+                     progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
     if as_json:
         print_json(result)
         return
+    _print_fit(result)
+    if "written" in result:
+        _print_written(result)
+
+
+def _print_fit(result: dict[str, Any]) -> None:
     table = Table(title="calibration figures")
-    for col in ("figure", "stack", "fitted", "in file", "cases"):
+    for col in ("figure", "stack", "fitted", "in force", "cases"):
         table.add_column(col)
     for f in result["figures"]:
-        table.add_row(f["figure"], f["stack"], f"{f['fitted']:.3f}", f"{f['current']:.3f}", str(f["n"]))
+        table.add_row(
+            escape(f["figure"]), escape(f["stack"]), f"{f['fitted']:.3f}", f"{f['current']:.3f}", str(f["n"])
+        )
     console.print(table)
     loo = Table(title="held-out (leave-one-out) error per case")
     for col in ("case", "in-sample", "held-out"):
         loo.add_column(col)
     for c in result["cases"]:
-        loo.add_row(c["id"], f"{100 * c['in_sample']:+.1f}%", f"{100 * c['held_out']:+.1f}%")
+        loo.add_row(escape(c["id"]), f"{100 * c['in_sample']:+.1f}%", f"{100 * c['held_out']:+.1f}%")
     console.print(loo)
     for kind, k in result["by_kind"].items():
         console.print(
-            f"{kind}: {k['n']} cases, MAPE in-sample {100 * k['mape_in_sample']:.1f}%, "
+            f"{escape(kind)}: {k['n']} cases, MAPE in-sample {100 * k['mape_in_sample']:.1f}%, "
             f"held-out {100 * k['mape_held_out']:.1f}%"
         )
-    if write:
-        console.print("written to calibration.yaml")
+    console.print(
+        f"all {len(result['cases'])} cases: MAPE of the figures in force {100 * result['mape_current']:.1f}%, "
+        f"of the fit in-sample {100 * result['mape_in_sample']:.1f}%, held-out {100 * result['mape_held_out']:.1f}%"
+    )
+
+
+def _print_written(result: dict[str, Any]) -> None:
+    path = escape(result["written"])
+    if result.get("forced"):
+        console.print(
+            f"[yellow]--force:[/yellow] written although the fit's held-out MAPE "
+            f"({100 * result['mape_held_out']:.1f}%) is worse than the figures in force "
+            f"({100 * result['mape_current']:.1f}%)"
+        )
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"use it with: tapeout --calibration {path} COMMAND ...  or  TAPEOUT_CALIBRATION={path} tapeout COMMAND ...",
+        highlight=False,
+        soft_wrap=True,
+    )

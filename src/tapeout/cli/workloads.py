@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from tapeout.cli.app import JsonFlag, app, console, print_json
+from tapeout.cli.app import Chips, Hardware, JsonFlag, MaxSeconds, app, console, num, print_json, text
 from tapeout.cli.options import plan_options
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
@@ -20,7 +20,13 @@ from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.training import TrainingPlan
 
 Model = Annotated[str, typer.Argument(help="A model catalog id or a config.json path.")]
-Hardware = Annotated[str, typer.Option("--hardware", help="A hardware catalog id.")]
+LongContext = Annotated[
+    bool,
+    typer.Option(
+        "--allow-long-context",
+        help="Accept sequences longer than the model's context (max_position_embeddings).",
+    ),
+]
 SEARCHED = frozenset(f.name for f in plan_fields(TrainingPlan, searched=True))
 
 
@@ -29,10 +35,15 @@ SEARCHED = frozenset(f.name for f in plan_fields(TrainingPlan, searched=True))
 def serve(
     model: Model,
     hardware: Hardware,
-    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")] = 1,
+    chips: Chips,
     input_len: Annotated[float, typer.Option("--input-len", help="Prompt tokens per request.")] = 512,
     output_len: Annotated[float, typer.Option("--output-len", help="Output tokens per request.")] = 256,
-    rate: Annotated[float | None, typer.Option("--rate", help="Poisson requests/s, whole system.")] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", help="Poisson requests/s, whole system; without it (or --trace) all arrive at once."
+        ),
+    ] = None,
     trace: Annotated[
         Path | None, typer.Option("--trace", help="JSONL or CSV: arrival_s,input_len,output_len.")
     ] = None,
@@ -48,6 +59,8 @@ def serve(
     tpot_limit: Annotated[
         float | None, typer.Option("--tpot-limit", help="TPOT limit for goodput, s.")
     ] = None,
+    allow_long_context: LongContext = False,
+    max_seconds: MaxSeconds = 600.0,
     as_json: JsonFlag = False,
     plan_given: dict[str, Any] | None = None,
 ) -> None:
@@ -64,7 +77,8 @@ def serve(
         out = run_serve(
             model, hardware, chips, plan, input_len=input_len, output_len=output_len, rate=rate, trace=trace,
             requests=requests, max_batch=max_batch, max_tokens=max_tokens, policy=policy, ttft_limit_s=ttft_limit,
-            tpot_limit_s=tpot_limit, progress=(lambda n: bar.update(task, completed=n)) if show else None,
+            tpot_limit_s=tpot_limit, allow_long_context=allow_long_context, max_seconds=max_seconds,
+            progress=(lambda n: bar.update(task, completed=n)) if show else None,
         )  # fmt: skip
     if as_json:
         print_json(out.as_dict())
@@ -72,36 +86,50 @@ def serve(
     _print_serve(out, ttft_limit is not None or tpot_limit is not None)
 
 
+_ARRIVALS = {
+    "offline": "all requests queued at once (offline; give --rate or --trace for a stream)",
+    "poisson": "a Poisson stream",
+    "trace": "the trace's arrivals",
+}
+
+
 def _print_serve(out: Any, limits: bool) -> None:
     d = out.as_dict()
     p = d["plan"]
+    r = out.result
+    act = p["act_precision"] or p["precision"]
     console.print(
-        f"{out.model} on {out.chips} x {out.hardware}: {out.replicas} replica(s) of tp {p['tp']} x pp {p['pp']}"
-        f" x ep {p['ep']}, {p['precision']} weights, {p['kv_precision']} KV, policy {out.policy}, "
-        f"{out.arrivals} arrivals"
+        f"{text(out.model)} on {out.chips} x {out.hardware}: {out.replicas} replica(s) of tp {p['tp']} x pp "
+        f"{p['pp']} x ep {p['ep']}; formats: weights {p['precision']}, activations {act}, KV cache "
+        f"{p['kv_precision']}; policy {out.policy}; {_ARRIVALS[out.arrivals]}"
     )
     console.print(
-        f"throughput {d['tokens_per_s']:,.0f} output tokens/s, {d['requests_per_s']:.3g} requests/s"
-        f" ({d['requests']} requests in {d['duration_s']:.3g} s simulated, {d['preemptions']} preemptions)"
+        f"throughput (all {out.replicas} replica(s)): {num(d['tokens_per_s'])} output tokens/s, "
+        f"{num(d['requests_per_s'])} requests/s"
+    )
+    console.print(
+        f"one replica simulated: {num(r.requests)} requests in {num(r.duration_s, 's')}, {num(r.iterations)} "
+        f"iterations, {num(r.preemptions)} preemptions"
     )
     if limits:
-        console.print(f"goodput {d['goodput_tokens_per_s']:,.0f} output tokens/s within the limits")
-    lat = Table(title="latency (s)")
+        console.print(f"goodput {num(d['goodput_tokens_per_s'])} output tokens/s within the limits")
+    lat = Table(title="latency (ms)")
     for col in ("", "mean", "p50", "p90", "p99"):
         lat.add_column(col, justify="right")
     for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end")):
-        lat.add_row(name, *(f"{d[key][q]:.4g}" for q in ("mean", "p50", "p90", "p99")))
+        lat.add_row(name, *(num(1e3 * d[key][q]) for q in ("mean", "p50", "p90", "p99")))
     console.print(lat)
     mem = d["memory_per_chip"]
     console.print(
-        f"memory per chip: weights {mem['weights_gb']:.1f} GB, activations {mem['activations_gb']:.1f} GB, "
-        f"runtime {mem['reserve_gb']:.1f} GB, KV cache {mem['kv_cache_gb']:.1f} GB ({mem['kv_tokens']:,} tokens) "
-        f"of {mem['capacity_gb']:g} GB"
+        f"memory per chip: weights {num(mem['weights_gb'], 'GB')}, activations {num(mem['activations_gb'], 'GB')}, "
+        f"runtime {num(mem['reserve_gb'], 'GB')}, KV cache {num(mem['kv_cache_gb'], 'GB')} "
+        f"({num(mem['kv_tokens'])} tokens) of {num(mem['capacity_gb'], 'GB')}"
     )
     for phase, unit in ((out.prefill, "tokens"), (out.decode, "sequences")):
         name = "prefill" if phase is out.prefill else "decode"
         console.print(
-            f"{name}: one iteration of {phase.size} {unit} takes {1e3 * phase.time_s:.3g} ms, {phase.bound}-bound"
+            f"{name}: one iteration of {num(phase.size)} {unit} takes {num(1e3 * phase.time_s, 'ms')}, "
+            f"{phase.bound}-bound"
         )
 
 
@@ -110,7 +138,7 @@ def _print_serve(out: Any, limits: bool) -> None:
 def train(
     model: Model,
     hardware: Hardware,
-    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")],
+    chips: Chips,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")],
     global_batch: Annotated[int, typer.Option("--global-batch", help="Sequences per step.")],
     do_search: Annotated[
@@ -118,7 +146,12 @@ def train(
         typer.Option("--search", help="Find the fastest plan that fits; plan flags given pin the search."),
     ] = False,
     budget: Annotated[int, typer.Option("--budget", help="Plans the search may try.")] = 200_000,
-    chips_per_node: Annotated[int | None, typer.Option("--chips-per-node")] = None,
+    chips_per_node: Annotated[
+        int | None,
+        typer.Option("--chips-per-node", help="Chips per scale-up domain [default: the chip's node]."),
+    ] = None,
+    allow_long_context: LongContext = False,
+    max_seconds: MaxSeconds = 600.0,
     as_json: JsonFlag = False,
     plan_given: dict[str, Any] | None = None,
 ) -> None:
@@ -130,30 +163,48 @@ def train(
     pins = {k: v for k, v in given.items() if k in SEARCHED} if do_search else {}
     plan = TrainingPlan(**{k: v for k, v in given.items() if k not in pins})
     out = run_train(model, hardware, chips, seq_len=seq_len, global_batch=global_batch, plan=plan,
-                    search=do_search, pins=pins, budget=budget, chips_per_node=chips_per_node)  # fmt: skip
+                    search=do_search, pins=pins, budget=budget, chips_per_node=chips_per_node,
+                    allow_long_context=allow_long_context, max_seconds=max_seconds)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
     d = out.as_dict()
     p = d["plan"]
     console.print(
-        f"{out.model} on {chips} x {out.hardware}: tp {p['tp']} pp {p['pp']} dp {p['dp']} cp {p['cp']} "
-        f"ep {p['ep']} vpp {p['vpp']}, micro-batch {p['micro_batch']} ({p['micro_batches']} per step), "
-        f"sequence parallel {p['sequence_parallel']}, tp overlap {p['tp_overlap']}, ep overlap {p['ep_overlap']}, "
-        f"{p['attention']} attention, recompute {p['recompute']}, ZeRO {p['zero']}"
+        f"{text(out.model)} on {num(chips)} x {out.hardware}, {p['precision']} matmuls: tp {p['tp']} pp {p['pp']} "
+        f"dp {p['dp']} cp {p['cp']} ep {p['ep']} vpp {p['vpp']}, micro-batch {p['micro_batch']} "
+        f"({p['micro_batches']} per step), sequence parallel {_yes(p['sequence_parallel'])}, tp overlap "
+        f"{_yes(p['tp_overlap'])}, ep overlap {_yes(p['ep_overlap'])}, {p['attention']} attention, recompute "
+        f"{p['recompute']}, ZeRO {p['zero']}"
         + (f" sharded over {p['zero_shard']} ranks" if p["zero_shard"] else "")
     )
     if out.search is not None:
         s = out.search
         console.print(
-            f"search: {s.tried} plans tried, {s.feasible} fit" + ("" if s.exhausted else " (budget hit)")
+            f"search: {num(s.tried)} plans tried, {num(s.feasible)} fit"
+            + ("" if s.exhausted else " (budget hit)")
         )
     r = out.result
     console.print(
-        f"step {r.step_time_s:.4g} s, {r.tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}%, HFU {100 * r.hfu:.1f}%"
+        f"step {num(r.step_time_s, 's')}, {num(r.tokens_per_s)} tokens/s, MFU {num(100 * r.mfu)} %, "
+        f"HFU {num(100 * r.hfu)} %"
     )
-    console.print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.3g} s" for k, v in r.breakdown_s.items()))
-    console.print("memory per chip (GB): " + ", ".join(f"{k} {v:.1f}" for k, v in r.memory_gb.items()))
+    console.print(
+        "time: " + ", ".join(f"{k.replace('_', ' ')} {num(v, 's')}" for k, v in r.breakdown_s.items())
+    )
+    console.print("memory per chip: " + ", ".join(f"{k} {num(v, 'GB')}" for k, v in r.memory_gb.items()))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+# How a recommendation result's fields print: a label and a unit.
+_RECSYS_FIELDS = {
+    "samples_per_s": ("throughput", "samples/s"), "pairs_per_s": ("pairs ranked", "pairs/s"),
+    "batch_pairs_per_chip": ("batch per chip", "pairs"), "batch_time_s": ("batch time", "s"),
+    "p99_latency_s": ("p99 latency", "s"), "step_time_s": ("step time", "s"), "bound": ("bound", ""),
+}  # fmt: skip
 
 
 @app.command("recsys")
@@ -163,12 +214,15 @@ def recsys_cmd(
         str, typer.Argument(help="A recommendation model id (dlrm-v2) or a model YAML/JSON path.")
     ],
     hardware: Hardware,
-    chips: Annotated[int, typer.Option("--chips", help="Chips in the system.")] = 1,
+    chips: Chips,
     batch: Annotated[
         int | None, typer.Option("--batch", help="Samples per batch (inference) or per step (training).")
     ] = None,
     pairs_per_sample: Annotated[
-        float, typer.Option("--pairs-per-sample", help="User-item pairs per sample.")
+        float,
+        typer.Option(
+            "--pairs-per-sample", help="User-item pairs each sample ranks (MLPerf's DLRM samples: about 270)."
+        ),
     ] = 1.0,
     latency_limit: Annotated[
         float | None, typer.Option("--latency-limit", help="p99 limit, s: server mode.")
@@ -181,13 +235,25 @@ def recsys_cmd(
     # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.api import recsys as run_recsys
 
-    out = run_recsys(model, hardware, chips, RecsysPlan(**(plan_given or {})), batch=batch,
-                     pairs_per_sample=pairs_per_sample, latency_limit_s=latency_limit, training=training)  # fmt: skip
+    plan = RecsysPlan(**(plan_given or {}))
+    out = run_recsys(model, hardware, chips, plan, batch=batch, pairs_per_sample=pairs_per_sample,
+                     latency_limit_s=latency_limit, training=training)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
-    console.print(f"{out.model} on {chips} x {out.hardware}, {out.sharding} sharding, {out.mode}")
+    console.print(
+        f"{text(out.model)} on {num(chips)} x {out.hardware}, {out.mode}: {plan.precision} dense part, "
+        f"{plan.tables(training=training)} tables, {out.sharding} sharding, {num(pairs_per_sample)} user-item "
+        f"pair(s) per sample"
+    )
     for key, value in out.result.as_dict().items():
-        if key == "sharding":
+        if key == "sharding" or value is None:
             continue
-        console.print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+        if key == "breakdown_s":
+            console.print(
+                "  time: " + ", ".join(f"{k.replace('_', ' ')} {num(v, 's')}" for k, v in value.items())
+            )
+            continue
+        label, unit = _RECSYS_FIELDS.get(key, (key.replace("_", " "), ""))
+        shown = num(value, unit) if isinstance(value, int | float) else text(value)
+        console.print(f"  {label}: {shown}")

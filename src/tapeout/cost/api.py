@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tapeout import checks
 from tapeout._yaml import load_data_file
 from tapeout.cost.unit import check_design, unit_cost
 from tapeout.errors import TapeoutError, require_mapping
@@ -15,6 +16,7 @@ from tapeout.hardware.spec import ChipSpec, PriceEntry
 # Units a design's NRE is spread over unless told otherwise: the H20 purchase of one year
 # (research/hardware_cost.md section 0, "over 200,000 H20").
 DEFAULT_VOLUME = 200_000
+MAX_LEVY = 10.0  # a levy of 1,000 %: past any tariff in force, and past that a slip of units
 
 
 def load_chip(ref: str) -> ChipSpec:
@@ -53,10 +55,8 @@ def cost(
     >>> out["published_die_area_mm2"] is None and out["die_area_mm2"] < 858
     True
     """
-    if not levy >= 0:
-        raise TapeoutError(
-            f"field 'levy': must be >= 0, got {levy} (unit: fraction of the price, 0.25 = 25 %)"
-        )
+    levy = checks.number("levy", levy, "(a fraction of the price, 0.25 = 25 %)", low=0, high=MAX_LEVY)
+    volume = checks.optional_count("volume", volume, unit="units")
     chip = load_chip(ref)
     ours = chip.vendor == "tapeout"
     if ours:

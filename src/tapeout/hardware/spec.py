@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from tapeout import units
+from tapeout.errors import TapeoutError
 from tapeout.frozen import Frozen
-from tapeout.precision import FALLBACKS
+from tapeout.precision import FALLBACKS, narrow
 
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -259,6 +260,22 @@ class ChipSpec(Frozen):
             if value is not None:
                 return float(value) * units.TERA
         raise ValueError(f"{self.id}: no peak for {precision} or any wider precision")
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats its matrix units run (those with a stated peak)."""
+        return tuple(p for p, v in self.peak_tflops.model_dump().items() if v is not None)
+
+    def require_formats(self, used: dict[str, str]) -> None:
+        """Refuse matmuls in an 8- or 4-bit format the chip has no matrix units for (`used`: field
+        -> format). Wider formats stand in for each other (fp16 for bf16, tf32 for fp32), but
+        running fp8 as bf16 would report a speed-up the chip cannot give."""
+        for field, precision in used.items():
+            if narrow(precision) and precision not in self.formats:
+                raise TapeoutError(
+                    f"field '{field}': {self.id} has no {precision} matrix units; it runs "
+                    f"{', '.join(self.formats)}"
+                )
 
     @property
     def vector_flops(self) -> float:

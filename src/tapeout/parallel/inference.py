@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tapeout.errors import TapeoutError
 from tapeout.parallel.fields import plan_field
 from tapeout.parallel.shard import Layout
 from tapeout.precision import SERVING, Numerics, Precision, parse
-from tapeout.workloads.llm import LLMConfig
+
+if TYPE_CHECKING:  # annotations only: the CLI builds its flags from these plans at start-up
+    from tapeout.workloads.llm import LLMConfig
 
 
 def _positive(plan: object, names: tuple[str, ...]) -> None:

@@ -180,3 +180,25 @@ def embedding_room(capacity_bytes: float, tables: Precision, *, training: bool) 
         bpe = BYTES_PER_ELEMENT[tables]
         room *= bpe / (bpe + BYTES_PER_ELEMENT[ADAGRAD_STATE_PRECISION])
     return room
+
+
+def recsys_batch_fits(
+    chip_id: str,
+    capacity_bytes: float,
+    *,
+    table_bytes: float,
+    pairs: float,
+    bytes_per_pair: float,
+    training: bool,
+) -> None:
+    """Refuse a recommendation batch whose activations do not fit on a chip beside its tables
+    (`table_bytes`, with their optimizer state) and the runtime reserve."""
+    reserve = RESERVE_TRAINING_BYTES if training else RESERVE_INFERENCE_BYTES
+    room = capacity_bytes - reserve - table_bytes
+    need = pairs * bytes_per_pair
+    if need > room:
+        raise DoesNotFit(
+            f"field 'batch': {pairs:,.0f} user-item pairs per chip keep {need / GB:,.1f} GB of activations "
+            f"({bytes_per_pair:,.0f} bytes a pair); {chip_id} has {max(room, 0.0) / GB:,.1f} GB beside its "
+            f"{table_bytes / GB:,.1f} GB of tables and the {reserve / GB:g} GB runtime reserve"
+        )

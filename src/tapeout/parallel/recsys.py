@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.parallel.fields import plan_field
 from tapeout.parallel.shard import Layout
 from tapeout.precision import BYTES_PER_ELEMENT, RECSYS, Precision, parse
 from tapeout.units import GB
-from tapeout.workloads.dlrm import TRAINING_EMBEDDING_PRECISION
-from tapeout.workloads.recsys import RecsysConfig
+
+if TYPE_CHECKING:  # annotations only: the CLI builds its flags from these plans at start-up
+    from tapeout.workloads.recsys import RecsysConfig
 
 Sharding = Literal["auto", "data", "table", "row", "column"]
 SHARDINGS: tuple[Sharding, ...] = ("auto", "data", "table", "row", "column")
@@ -47,6 +48,9 @@ class RecsysPlan:
         """The tables' format: as given, else fp32 master rows in training, else the dense format."""
         if self.embedding_precision is not None:
             return self.embedding_precision
+        # imported here, not at the top: the CLI builds its flags from this plan at start-up
+        from tapeout.workloads.dlrm import TRAINING_EMBEDDING_PRECISION
+
         return TRAINING_EMBEDDING_PRECISION if training else self.precision
 
 

@@ -33,15 +33,17 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tapeout.errors import TapeoutError
 from tapeout.parallel.fields import plan_field
 from tapeout.parallel.shard import Layout
-from tapeout.perf.system import System
 from tapeout.precision import TRAINING, Numerics, Precision, parse
-from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.ops import AllGather, AllReduce, Collective, ReduceScatter
+
+if TYPE_CHECKING:  # annotations only: the CLI builds its flags from these plans at start-up
+    from tapeout.perf.system import System
+    from tapeout.workloads.llm import LLMConfig
 
 Recompute = Literal["none", "selective", "full"]
 RECOMPUTE: tuple[Recompute, ...] = ("none", "selective", "full")

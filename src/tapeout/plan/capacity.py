@@ -28,6 +28,7 @@ from tapeout.hardware.spec import ChipSpec
 from tapeout.parallel.inference import InferencePlan
 from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.training import TrainingPlan
+from tapeout.perf.calibration import generation
 from tapeout.perf.system import System
 from tapeout.plan.demand import Demand, RecsysDemand, ServingDemand, TrainingDemand
 from tapeout.search.serving import checked_rate
@@ -152,10 +153,14 @@ def _alone(d: ServingDemand, chip_id: str, plans: dict[int, Replica]) -> None:
     )
 
 
-@cache
 def serving_capacity(d: ServingDemand, chip_id: str, check: bool = True) -> Capacity:
     """Output tokens/s of one replica of `d.model` on `chip_id` at the demand's latency limits;
-    from the model alone when not `check`."""
+    from the model alone when not `check`. Cached under the figures in force."""
+    return _serving_capacity(d, chip_id, check, generation())
+
+
+@cache
+def _serving_capacity(d: ServingDemand, chip_id: str, check: bool, _figures: int) -> Capacity:
     plans = dict(_widths(d, get_chip(chip_id)))
     _alone(d, chip_id, plans)
     models = {tp: ServingModel(r, d.input_len, d.output_len, max_batch=auto_batch(r, d.input_len, d.output_len))
@@ -183,9 +188,14 @@ def serving_capacity(d: ServingDemand, chip_id: str, check: bool = True) -> Capa
                     check=checks.get(tp, Check(source="model")), requests_per_s=rate)  # fmt: skip
 
 
-@cache
 def recsys_capacity(d: RecsysDemand, chip_id: str) -> Capacity:
-    """Samples/s of the smallest group of chips that holds the tables, at the p99 limit."""
+    """Samples/s of the smallest group of chips that holds the tables, at the p99 limit. Cached
+    under the figures in force."""
+    return _recsys_capacity(d, chip_id, generation())
+
+
+@cache
+def _recsys_capacity(d: RecsysDemand, chip_id: str, _figures: int) -> Capacity:
     last = ""
     plan = d.plan
     for chips in _powers(MAX_RECSYS_GROUP):
@@ -227,10 +237,14 @@ def _fastest(
     return found, estimate
 
 
-@cache
 def training_capacity(d: TrainingDemand, chip_id: str) -> Capacity:
     """The smallest cluster (in data-parallel steps of the best plan's model-parallel group) that
-    trains `d.tokens` within the deadline."""
+    trains `d.tokens` within the deadline. Cached under the figures in force."""
+    return _training_capacity(d, chip_id, generation())
+
+
+@cache
+def _training_capacity(d: TrainingDemand, chip_id: str, _figures: int) -> Capacity:
     config, chip = _llm(d), get_chip(chip_id)
     need = d.tokens / (d.deadline_days * 86400)
     found, estimate = _fastest(config, chip, d, need)

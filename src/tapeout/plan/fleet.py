@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tapeout import checks
 from tapeout.cost.tco import TcoAssumptions
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import get_chip
@@ -25,6 +26,8 @@ from tapeout.plan.pricing import BreakEven, Priced, break_even, price, priced, w
 # checked (unless the fleet uses them): the model's rate agrees with the full simulated search
 # to within about -14 %/+10 %, so no pair of errors makes up 35 %.
 CHECK_MARGIN = 0.35
+
+MAX_WORKERS = 64  # processes for the capacity estimates; more than a machine's cores only waits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +246,7 @@ def plan(demand: DemandFile, workers: int = 1) -> FleetPlan:
     >>> f.total_tco_usd > 0, [c["candidate"] for c in f.chips()]
     (True, ['h100-sxm'])
     """
+    workers = checks.count("workers", workers, high=MAX_WORKERS, unit="processes")
     a = demand.assumptions()
     chips = {c.key: get_chip(c.hardware) for c in demand.candidates}
     for c in demand.candidates:  # a price is needed for every candidate: check before the long part

@@ -120,6 +120,7 @@ def search(
             raise TapeoutError(
                 f"field '{name}': not a plan choice the search makes; it makes {', '.join(PINNABLE)}"
             )
+    system.chip.require_formats({"precision": precision})
     best: TrainingResult | None = None
     tried = feasible = 0
     failures: Counter[str] = Counter()

@@ -149,7 +149,13 @@ class Replica:
         if max_tokens < 1:
             raise TapeoutError(f"field 'max_tokens': the token budget must be >= 1, got {max_tokens}")
         replica = cls(model=model, system=system, plan=plan, max_tokens=max_tokens, layers_only=layers_only)
-        replica.numerics = plan.numerics
+        replica.numerics = num = plan.numerics
+        system.chip.require_formats(
+            {
+                "act_precision" if plan.act_precision else "precision": num.compute,
+                "kv_precision": num.attention,
+            }
+        )
         replica.layout = plan.layout
         replica._stage_layers = plan.stage_layers(model)
         replica._parts = plan.pp * plan.attention_groups

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from tapeout.errors import TapeoutError
-from tapeout.parallel.memory import embedding_room
+from tapeout.parallel.memory import embedding_room, recsys_batch_fits
 from tapeout.parallel.recsys import Placement, RecsysPlan, place
 from tapeout.parallel.shard import Layout, shard
 from tapeout.perf.cost import Cost
 from tapeout.perf.rules import graph_cost, op_cost
 from tapeout.perf.system import System
-from tapeout.precision import BYTES_PER_ELEMENT, Precision
+from tapeout.precision import BYTES_PER_ELEMENT, Precision, at_least_16
 from tapeout.units import GB
 from tapeout.workloads import autodiff, dlrm
 from tapeout.workloads.graph import Graph
@@ -66,6 +66,7 @@ class RecsysSystem:
     training: bool
     placement: Placement
     hits: tuple[float, ...]
+    table_bytes: float = 0.0  # on the chip that holds the most, with their optimizer state
     _batches: dict[int, Cost] = field(default_factory=dict)
 
     @classmethod
@@ -73,6 +74,7 @@ class RecsysSystem:
         plan = plan or RecsysPlan()
         tables = plan.tables(training=training)
         chip = system.chip
+        chip.require_formats({"precision": plan.precision})
         room = embedding_room(chip.memory.capacity_gb * GB, tables, training=training)
         # Replicas would have to exchange sparse gradients: training shards its tables.
         sharding = "table" if training and plan.sharding == "auto" else plan.sharding
@@ -80,7 +82,27 @@ class RecsysSystem:
         row_bytes = model.embedding_dim * BYTES_PER_ELEMENT[tables]
         hot = HOT_ROW_SRAM_SHARE * chip.sram_shared_bytes / row_bytes
         hits = (0.0,) * len(model.tables) if training else tuple(dlrm.hit_rates(model.tables, hot))
-        return cls(model=model, system=system, plan=plan, training=training, placement=placement, hits=hits)
+        state = BYTES_PER_ELEMENT[dlrm.ADAGRAD_STATE_PRECISION] if training else 0.0
+        held: dict[int, float] = {}
+        for t, owners in zip(model.tables, placement.owners, strict=True):
+            size = t.rows * t.dim * (BYTES_PER_ELEMENT[tables] + state)
+            for c, share in owners.items():
+                held[c] = held.get(c, 0.0) + share * size
+        return cls(model=model, system=system, plan=plan, training=training, placement=placement, hits=hits,
+                   table_bytes=max(held.values(), default=0.0))  # fmt: skip
+
+    def check_batch(self, pairs_per_chip: float) -> None:
+        """Refuse a batch whose activations do not fit on a chip: per pair, the pooled vectors and
+        the dense input at the wire format, and the widest layer's input and output (inference)
+        or every layer's output, kept for the backward (training)."""
+        m = self.model
+        widths = [m.dense_features, *m.bottom_mlp, m.interaction_width, *m.top_mlp]
+        act = BYTES_PER_ELEMENT[at_least_16(self.plan.precision)]
+        pooled = (len(m.tables) + 1) * m.embedding_dim * act
+        per_pair = pooled + act * (sum(widths) if self.training else 2 * max(widths))
+        chip = self.system.chip
+        recsys_batch_fits(chip.id, chip.memory.capacity_gb * GB, table_bytes=self.table_bytes, pairs=pairs_per_chip,
+                          bytes_per_pair=per_pair, training=self.training)  # fmt: skip
 
     @property
     def embedding_precision(self) -> Precision:
@@ -93,6 +115,7 @@ class RecsysSystem:
         if cost is None:
             if pairs < 1:
                 raise TapeoutError(f"field 'batch': must be >= 1 pairs, got {pairs}")
+            self.check_batch(pairs)
             compute, communication = _template(
                 self.model, self.placement.layout(0, self.hits), self.plan.precision, self.embedding_precision,
                 self.training,
@@ -189,6 +212,7 @@ def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
         raise TapeoutError(
             "a training step needs a system placed for training (RecsysSystem.of(..., training=True))"
         )
+    rs.check_batch(global_batch / w)
     sysm = dataclasses.replace(rs.system, load="training")
     fwd = dlrm.forward(rs.model, global_batch, dense_precision=rs.plan.precision,
                        embedding_precision=rs.embedding_precision, training=True)  # fmt: skip

@@ -17,11 +17,15 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from tapeout._yaml import read_text_file
 from tapeout.errors import TapeoutError
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 TRACE_COLUMNS = ("arrival_s", "input_len", "output_len")
+# Bounds of a trace's fields: a century of arrivals, a hundred million tokens a request.
+MAX_ARRIVAL_S = 3.2e9
+MAX_TOKENS = 100_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,25 +126,36 @@ class Requests:
     def from_trace(cls, path: str | Path) -> Requests:
         """Read a JSONL or CSV trace; a bad row is reported by its line number and field."""
         path = Path(path)
-        if not path.is_file():
-            raise TapeoutError(f"trace file {path}: not found")
+        # The same checks as every data file: a regular file, within the size limit, UTF-8 text.
+        text = read_text_file(path, f"trace file {path}")
         rows: list[tuple[int, dict[str, object]]] = []
-        text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".csv":
             reader = csv.DictReader(text.splitlines())
-            missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise TapeoutError(f"trace file {path}: header lacks column(s) {', '.join(missing)}")
-            rows = [(i + 2, dict(r)) for i, r in enumerate(reader)]
+            try:
+                missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise TapeoutError(f"trace file {path}: header lacks column(s) {', '.join(missing)}")
+                for r in reader:
+                    if None in r:  # more fields than the header names
+                        raise TapeoutError(
+                            f"trace file {path}, line {reader.line_num}: {len(reader.fieldnames or []) + len(r[None])} "
+                            f"fields, the header names {len(reader.fieldnames or [])}"
+                        )
+                    rows.append((reader.line_num, dict(r)))
+            except csv.Error as exc:  # a field over the csv module's size limit
+                raise TapeoutError(
+                    f"trace file {path}, line {reader.line_num}: not valid CSV ({exc})"
+                ) from None
         else:
             for line_no, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as exc:
+                except (ValueError, RecursionError) as exc:  # ValueError: also an over-long integer
+                    reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     raise TapeoutError(
-                        f"trace file {path}, line {line_no}: not valid JSON ({exc.msg})"
+                        f"trace file {path}, line {line_no}: not valid JSON ({reason})"
                     ) from None
                 if not isinstance(row, dict):
                     raise TapeoutError(f"trace file {path}, line {line_no}: expected an object")
@@ -152,9 +167,11 @@ class Requests:
         outs = np.empty(len(rows), dtype=np.int64)
         for i, (line_no, row) in enumerate(rows):
             where = f"trace file {path}, line {line_no}"
-            arrival[i] = _number(row, "arrival_s", where, "seconds", integer=False, minimum=0)
-            ins[i] = _number(row, "input_len", where, "tokens", integer=True, minimum=1)
-            outs[i] = _number(row, "output_len", where, "tokens", integer=True, minimum=1)
+            arrival[i] = _number(
+                row, "arrival_s", where, "seconds", integer=False, minimum=0, maximum=MAX_ARRIVAL_S
+            )
+            ins[i] = _number(row, "input_len", where, "tokens", integer=True, minimum=1, maximum=MAX_TOKENS)
+            outs[i] = _number(row, "output_len", where, "tokens", integer=True, minimum=1, maximum=MAX_TOKENS)
         return cls.of(arrival, ins, outs)
 
 
@@ -164,7 +181,7 @@ def _check_count(n: int) -> None:
 
 
 def _number(
-    row: dict[str, object], key: str, where: str, unit: str, *, integer: bool, minimum: float
+    row: dict[str, object], key: str, where: str, unit: str, *, integer: bool, minimum: float, maximum: float
 ) -> float:
     if key not in row or row[key] in (None, ""):
         raise TapeoutError(f"{where}: field '{key}' is missing")
@@ -173,7 +190,9 @@ def _number(
         value = float(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else math.nan
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or (integer and value != int(value)) or value < minimum:
+    if not math.isfinite(value) or (integer and value != int(value)) or not minimum <= value <= maximum:
         kind = "an integer" if integer else "a number"
-        raise TapeoutError(f"{where}: field '{key}' must be {kind} >= {minimum:g} {unit}, got {raw!r}")
+        raise TapeoutError(
+            f"{where}: field '{key}' must be {kind} >= {minimum:g} and <= {maximum:g} {unit}, got {raw!r}"
+        )
     return value

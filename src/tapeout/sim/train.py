@@ -331,6 +331,7 @@ def train_step(
     >>> 0.2 < r.mfu < 0.7
     True
     """
+    system.chip.require_formats({"precision": plan.numerics.compute})
     dp, n_mb = plan.resolve(model, system.chips, seq_len, global_batch)
     system = _training(system)
     shape = _Shape.of(plan, seq_len)
