@@ -289,3 +289,13 @@ def test_the_planner_s_capacities_follow_the_figures_in_force(tmp_path, shipped)
     assert recsys_capacity(demand, "h100-sxm").units_per_s < before
     use(None)
     assert recsys_capacity(demand, "h100-sxm").units_per_s == before
+
+
+def test_a_joint_fit_writes_the_entries_the_file_has(tmp_path, shipped):
+    """Attention and its overhead blocks are fitted together; the CUDA stack has its own attention
+    entry but takes the default overhead, so the written file does too."""
+    out = tmp_path / "joint.yaml"
+    write_calibration({("attention", "cuda"): 0.35, ("attention_overhead_blocks", "cuda"): 1.3}, out)
+    use(out)
+    cal = System.of(get_chip("h100-sxm")).cal
+    assert cal.attention == 0.35 and cal.attention_overhead_blocks == 1.25

@@ -404,12 +404,28 @@ def write_calibration(
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise TapeoutError(f"{source}: cannot read: {exc.strerror}") from exc
+    values = _carried(text, values)
     text = _replace_values(text, values)
     _check_fit(text, values, f"{target} (not written)")
     _atomic_write(target, text)
     if _same_file(target, active_file()):
         reload()  # the figures in force were the ones just replaced
     return target
+
+
+def _carried(text: str, values: Mapping[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """The fitted values the file has an entry for. A joint fit also yields its partner figure
+    for the stack (attention's overhead blocks for CUDA); where the file gives that stack no
+    entry of its own, the stack takes the default figure, and so does the written file."""
+    data = yaml.safe_load(text)
+    figures = data.get("figures") if isinstance(data, Mapping) else None
+    if not isinstance(figures, Mapping):
+        return dict(values)
+    return {
+        (fig, stack): v
+        for (fig, stack), v in values.items()
+        if not isinstance(figures.get(fig), Mapping) or stack in figures[fig]
+    }
 
 
 def _replace_values(text: str, values: Mapping[tuple[str, str], float]) -> str:

@@ -3,9 +3,11 @@ and how numbers and user strings are printed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,6 +66,17 @@ def _options(
         from tapeout.perf.calibration import use
 
         use(calibration)
+
+
+@contextlib.contextmanager
+def busy(what: str, as_json: bool) -> Iterator[None]:
+    """A spinner on stderr while a run of seconds goes, when stderr is a terminal and the output
+    is not JSON."""
+    if as_json or not sys.stderr.isatty():
+        yield
+        return
+    with Console(stderr=True).status(what):
+        yield
 
 
 def finite(obj: Any) -> Any:

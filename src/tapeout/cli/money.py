@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tapeout.cli.app import JsonFlag, app, console, num, print_json, table_of, text, usd
+from tapeout.cli.app import JsonFlag, app, busy, console, num, print_json, table_of, text, usd
 
 
 @app.command("cost")
@@ -93,7 +93,8 @@ def plan_cmd(
     # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.plan import load_demand, plan
 
-    out = plan(load_demand(demand), workers=workers).as_dict()
+    with busy("planning: capacities of every candidate", as_json):
+        out = plan(load_demand(demand), workers=workers).as_dict()
     if as_json:
         print_json(out)
         return

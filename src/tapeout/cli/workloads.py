@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from tapeout.cli.app import Chips, Hardware, JsonFlag, MaxSeconds, app, console, num, print_json, text
+from tapeout.cli.app import Chips, Hardware, JsonFlag, MaxSeconds, app, busy, console, num, print_json, text
 from tapeout.cli.options import plan_options
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
@@ -162,9 +162,10 @@ def train(
     given = dict(plan_given or {})
     pins = {k: v for k, v in given.items() if k in SEARCHED} if do_search else {}
     plan = TrainingPlan(**{k: v for k, v in given.items() if k not in pins})
-    out = run_train(model, hardware, chips, seq_len=seq_len, global_batch=global_batch, plan=plan,
-                    search=do_search, pins=pins, budget=budget, chips_per_node=chips_per_node,
-                    allow_long_context=allow_long_context, max_seconds=max_seconds)  # fmt: skip
+    with busy("searching plans" if do_search else "predicting the step", as_json):
+        out = run_train(model, hardware, chips, seq_len=seq_len, global_batch=global_batch, plan=plan,
+                        search=do_search, pins=pins, budget=budget, chips_per_node=chips_per_node,
+                        allow_long_context=allow_long_context, max_seconds=max_seconds)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
@@ -236,8 +237,9 @@ def recsys_cmd(
     from tapeout.api import recsys as run_recsys
 
     plan = RecsysPlan(**(plan_given or {}))
-    out = run_recsys(model, hardware, chips, plan, batch=batch, pairs_per_sample=pairs_per_sample,
-                     latency_limit_s=latency_limit, training=training)  # fmt: skip
+    with busy("searching the rate" if latency_limit is not None else "predicting", as_json):
+        out = run_recsys(model, hardware, chips, plan, batch=batch, pairs_per_sample=pairs_per_sample,
+                         latency_limit_s=latency_limit, training=training)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
