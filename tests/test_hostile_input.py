@@ -54,8 +54,14 @@ def run(
             "unknown model id '[bold red]oops'",
         ),
         (["cost", "[/red].yaml"], "unknown hardware id '[/red].yaml'"),
-        ([*SERVE, "--input-len", "inf"], "field 'input_len': must be a finite number >= 1 tokens, got inf"),
-        ([*SERVE, "--output-len", "nan"], "field 'output_len': must be a finite number >= 1 tokens, got nan"),
+        (
+            [*SERVE, "--input-len", "inf"],
+            "field 'input_len': must be a finite number >= 1 and <= 100,000,000 tokens, got inf",
+        ),
+        (
+            [*SERVE, "--output-len", "nan"],
+            "field 'output_len': must be a finite number >= 1 and <= 100,000,000 tokens, got nan",
+        ),
         ([*SERVE, "--rate", "1e-300"], "field 'rate': must be a finite number >= 1e-06 requests/s"),
         ([*SERVE, "--rate", "inf"], "field 'rate': must be a finite number"),
         ([*SERVE, "--ttft-limit", "-1"], "field 'ttft_limit_s': must be a finite number > 0 s, got -1"),
@@ -65,6 +71,14 @@ def run(
             "field 'requests': must be a whole number >= 1 and <= 10,000,000",
         ),
         ([*SERVE, "--input-len", "100000"], "longer than the model's context of 4,096 tokens"),
+        (
+            [*SERVE, "--input-len", "1e30", "--allow-long-context"],
+            "field 'input_len': must be a finite number >= 1 and <= 100,000,000 tokens, got 1e+30",
+        ),
+        (
+            ["--max-file-mb", "1e308", "validate"],
+            "--max-file-mb: must be a positive, finite number of MB, got 1e+308 (at most 1,048,576)",
+        ),
         ([*SERVE, "--requests", "5000000", "--max-seconds", "1"], "raise it with --max-seconds"),
         (
             ["serve", "llama-2-7b", "--hardware", "a100-sxm-80gb", "--chips", "1", "--precision", "fp8"],
@@ -74,7 +88,7 @@ def run(
             ["serve", "llama-2-7b", "--hardware", "a100-sxm-80gb", "--chips", "1", "--precision", "fp4"],
             "has no fp4 matrix units",
         ),
-        ([*RECSYS, "--pairs-per-sample", "nan"], "field 'pairs_per_sample': must be a finite number > 0"),
+        ([*RECSYS, "--pairs-per-sample", "nan"], "field 'pairs_per_sample': must be a finite number >= 1"),
         ([*RECSYS, "--batch", "0"], "field 'batch': must be a whole number >= 1 samples, got 0"),
         (
             [*RECSYS, "--batch", "1000000000000"],
@@ -98,7 +112,10 @@ def run(
             [*TRAIN, "--search", "--budget", "100000000"],
             "a search of up to 100,000,000 plans would take about",
         ),
-        (["cost", "tapeout-i1", "--volume", "0"], "field 'volume': must be a whole number >= 1 units, got 0"),
+        (
+            ["cost", "tapeout-i1", "--volume", "0"],
+            "field 'volume': must be a whole number >= 1 and <= 1,000,000,000,000 units, got 0",
+        ),
         (["cost", "h100-sxm", "--levy", "inf"], "field 'levy': must be a finite number >= 0 and <= 10"),
         (["cost", "h100-sxm", "--hardware", "b200"], "two chips given"),
         (["cost"], "give the chip"),
@@ -157,6 +174,8 @@ def test_outputs_say_what_they_assumed(monkeypatch, capsys):
     assert not any(word in out for word in ("True", "None", "{", "e+"))
     _, out, _ = run(["cost", "h100-sxm"], monkeypatch, capsys)
     assert "against a budget (TDP) of 700 W" in " ".join(out.split()) and "e+" not in out
+    _, out, _ = run([*TRAIN, "--zero", "1"], monkeypatch, capsys)
+    assert "bf16 matmuls" in out
 
 
 def test_long_context_is_accepted_when_asked(monkeypatch, capsys):
@@ -195,7 +214,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         (
             [*SERVE, "--trace"],
             b"arrival_s,input_len,output_len\n0,1e30,5\n",
-            "must be an integer >= 1 and <= 1e+08",
+            "must be an integer >= 1 and <= 100,000,000",
         ),
     ],
 )

@@ -62,7 +62,9 @@ def test_a_plan_that_does_not_fit_names_the_overflow():
 def test_hybrid_sharding_is_checked_against_zero_and_the_data_parallel_ranks():
     with pytest.raises(TapeoutError, match="field 'zero_shard': 8 ranks, but zero 0 shards nothing"):
         TrainingPlan(zero_shard=8)
-    with pytest.raises(TapeoutError, match="field 'zero_shard': must be an integer >= 1 ranks, got 0"):
+    with pytest.raises(
+        TapeoutError, match="field 'zero_shard': must be an integer >= 1 and <= 1,000,000 ranks, got 0"
+    ):
         TrainingPlan(zero=1, zero_shard=0)
     with pytest.raises(TapeoutError, match="field 'zero_shard': 3 ranks does not divide the dp x cp = 8"):
         TrainingPlan(zero=1, zero_shard=3).resolve(LLAMA8, 8, 4096, 64)

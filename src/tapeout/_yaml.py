@@ -31,6 +31,8 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_MAX_FILE_MB = 64.0
 MAX_FILE_MB_ENV = "TAPEOUT_MAX_FILE_MB"
 _BYTES_PER_MB = 1 << 20
+# The largest limit that may be set, in MB: a terabyte, past any data file (and its bytes an integer).
+MAX_FILE_MB_LIMIT = float(1 << 20)
 
 # Deepest nesting of mappings and sequences. Real files nest under ten levels; the checks and
 # merges that walk a file recurse, so a deeper one is refused before it reaches them.
@@ -45,8 +47,10 @@ _max_file_mb_option: float | None = None
 
 
 def _positive_mb(value: float, source: str) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise TapeoutError(f"{source}: must be a positive, finite number of MB, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_FILE_MB_LIMIT):
+        raise TapeoutError(
+            f"{source}: must be a positive, finite number of MB, got {value!r} (at most {MAX_FILE_MB_LIMIT:,.0f})"
+        )
     return value
 
 

@@ -25,23 +25,20 @@ from tapeout.search.training import search as search_plans
 from tapeout.sim import recsys as recsys_sim
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests
-from tapeout.sim.serve import ServeResult, simulate
+from tapeout.sim.serve import SECONDS_PER_ITERATION, ServeResult, simulate
 from tapeout.sim.train import TrainingResult, train_step
 from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import resolve_model
 from tapeout.workloads.recsys import RecsysConfig
 
 ModelRef = str | Mapping[str, Any]
-# What a unit of work costs on the 2-core development machine, for refusing a run that would
-# exceed its time budget before it starts: one serving iteration with its scheduling (bench_serve:
-# 0.7 s for 29,605 iterations, rounded up) and one training plan tried by the search
-# (bench_train: 2.0 s for 48,144 plans, rounded up).
-SECONDS_PER_ITERATION = 30e-6
+# What one training plan tried by the search costs on the 2-core development machine (bench_train:
+# 2.0 s for 48,144 plans, rounded up), for refusing a search that would exceed its time budget
+# before it starts; a serving iteration's is `sim.serve.SECONDS_PER_ITERATION`.
 SECONDS_PER_PLAN = 50e-6
 MAX_SECONDS = 600.0  # the default budget of one call
 MAX_REQUESTS = 10_000_000  # a simulated stream keeps about 250 bytes per request
 MIN_RATE = 1e-6  # requests/s: one every 11.6 days; slower streams are not a serving load
-MAX_PAIRS_PER_SAMPLE = 1e6  # user-item pairs one recommendation request ranks (MLPerf's DLRM: ~270)
 
 
 def _llm(model: ModelRef | LLMConfig, what: str) -> LLMConfig:
@@ -165,7 +162,7 @@ def serve(
     chips = checks.chips(chips)
     requests = checks.count("requests", requests, high=MAX_REQUESTS, unit="requests")
     max_batch = checks.optional_count("max_batch", max_batch, unit="sequences")
-    max_tokens = checks.count("max_tokens", max_tokens, unit="tokens")
+    max_tokens = checks.count("max_tokens", max_tokens, high=checks.MAX_TOKENS, unit="tokens")
     for name, limit in (("ttft_limit_s", ttft_limit_s), ("tpot_limit_s", tpot_limit_s)):
         checks.optional_number(name, limit, "s", above=0)
     input_len, output_len = _length("input_len", input_len), _length("output_len", output_len)
@@ -189,11 +186,13 @@ def serve(
 
 
 def _length(field: str, value: Lengths | float) -> Lengths | float:
-    """A length in tokens: a number >= 1, or a distribution whose parameters are finite."""
+    """A length in tokens: a number in [1, MAX_TOKENS], or a distribution whose parameters are
+    finite and its lengths within MAX_TOKENS."""
     if not isinstance(value, Lengths):
-        return checks.number(field, value, "tokens", low=1)
-    for name in ("mean", "low", "high", "sigma"):
-        checks.number(f"{field}.{name}", getattr(value, name), "tokens" if name != "sigma" else "")
+        return checks.number(field, value, "tokens", low=1, high=checks.MAX_TOKENS)
+    for name in ("mean", "low", "high"):
+        checks.number(f"{field}.{name}", getattr(value, name), "tokens", high=checks.MAX_TOKENS)
+    checks.number(f"{field}.sigma", value.sigma)
     return value
 
 
@@ -286,7 +285,7 @@ def train(
     """
     config = _llm(model, "training")
     chips = checks.chips(chips)
-    seq_len = checks.count("seq_len", seq_len, unit="tokens")
+    seq_len = checks.count("seq_len", seq_len, high=checks.MAX_TOKENS, unit="tokens")
     global_batch = checks.count("global_batch", global_batch, unit="sequences")
     budget = checks.count("budget", budget, unit="plans")
     chips_per_node = checks.optional_count("chips_per_node", chips_per_node, high=chips, unit="chips")
@@ -321,6 +320,8 @@ class RecsysReport:
     hardware: str
     chips: int
     mode: str  # "offline", "server" or "training"
+    precision: str  # the dense part's format
+    embedding_precision: str
     result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
 
     @property
@@ -329,6 +330,7 @@ class RecsysReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "hardware": self.hardware, "chips": self.chips, "mode": self.mode,
+                "precision": self.precision, "embedding_precision": self.embedding_precision,
                 **self.result.as_dict()}  # fmt: skip
 
 
@@ -355,16 +357,19 @@ def recsys(
     chips = checks.chips(chips)
     batch = checks.optional_count("batch", batch, unit="samples")
     pairs_per_sample = checks.number(
-        "pairs_per_sample", pairs_per_sample, "pairs", above=0, high=MAX_PAIRS_PER_SAMPLE
+        "pairs_per_sample", pairs_per_sample, "pairs", low=1, high=checks.MAX_PAIRS_PER_SAMPLE
     )
     checks.optional_number("latency_limit_s", latency_limit_s, "s", above=0)
+    if training:
+        if batch is None:
+            raise TapeoutError("field 'batch': training needs the global batch (samples per step)")
+        recsys_sim.check_global_batch(batch, chips, "batch")
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "recsys", None)
     rs = recsys_sim.RecsysSystem.of(config, System.of(chip, chips), plan or RecsysPlan(), training=training)
     result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
     pairs = round(batch * pairs_per_sample) if batch else None
     if training:
-        if batch is None:
-            raise TapeoutError("field 'batch': training needs the global batch (samples per step)")
+        assert batch is not None  # checked above
         mode, result = "training", recsys_sim.train_step(rs, batch)
     elif latency_limit_s is not None:
         mode, result = (
@@ -375,4 +380,5 @@ def recsys(
         )
     else:
         mode, result = "offline", recsys_sim.offline(rs, pairs_per_sample=pairs_per_sample, batch_pairs=pairs)
-    return RecsysReport(model=_name(model), hardware=chip.id, chips=chips, mode=mode, result=result)
+    return RecsysReport(model=_name(model), hardware=chip.id, chips=chips, mode=mode, precision=rs.dense_precision,
+                        embedding_precision=rs.embedding_precision, result=result)  # fmt: skip

@@ -9,6 +9,7 @@ parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import typing
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ import pydantic
 from pydantic import Field
 
 from tapeout._yaml import load_data_file
-from tapeout.errors import TapeoutError, from_validation, require_mapping
+from tapeout.checks import MAX_CHIPS, MAX_COUNT, MAX_LAYERS, MAX_PAIRS_PER_SAMPLE, MAX_TOKENS
+from tapeout.errors import TapeoutError, entry_id, from_validation, require_mapping
 from tapeout.frozen import Frozen
 from tapeout.hardware.catalog import resolve_chip
-from tapeout.hardware.spec import ChipSpec
+from tapeout.hardware.spec import SPEC_MAX, SPEC_MIN, ChipSpec
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
 from tapeout.parallel.training import TrainingPlan
@@ -33,8 +35,12 @@ from tapeout.workloads.models import ModelConfig, resolve_model
 
 SCHEMA = "tapeout-validation/1"
 PUBLIC_CASES = Path(__file__).parent / "data" / "public_cases.yaml"
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+PosFloat = Annotated[float, Field(gt=0, le=MAX_COUNT)]
+Tokens = Annotated[int, Field(gt=0, le=MAX_TOKENS)]
+Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
+# Sequences in flight in an LLM case: 16 x the largest batch an engine runs (TensorRT-LLM, 4,096).
+MAX_BATCH = 65_536
 EARLIEST_SOFTWARE = "2015-01"  # no accelerator software older than this is a case
 
 
@@ -48,7 +54,7 @@ class GemmParams(Frozen):
 
 class AttentionParams(Frozen):
     batch: PosInt
-    seq_len: PosInt
+    seq_len: Tokens
     heads: PosInt
     head_dim: PosInt
     causal: bool = False
@@ -62,7 +68,7 @@ class MemoryParams(Frozen):
 
 class CollectiveParams(Frozen):
     op: Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
-    bytes: PosFloat | None = None
+    bytes: Annotated[float, Field(ge=1, le=MAX_COUNT)] | None = None
     algorithm: Literal["auto", "ring", "tree", "nvls"] = "auto"
 
 
@@ -77,18 +83,19 @@ def _with_plan(name: str, plan: type[Any], own: type[Frozen]) -> type[Frozen]:
 
 class _InferenceOwn(Frozen):
     scenario: Literal["offline", "server", "fixed_batch"]
-    input_len: PosFloat
-    output_len: PosFloat | None = None  # some published cases do not state it
-    batch: PosInt | None = None
+    input_len: Annotated[float, Field(gt=0, le=MAX_TOKENS)]
+    # some published cases do not state it
+    output_len: Annotated[float, Field(gt=0, le=MAX_TOKENS)] | None = None
+    batch: Annotated[int, Field(gt=0, le=MAX_BATCH)] | None = None
     ttft_limit_s: PosFloat | None = None
     tpot_limit_s: PosFloat | None = None
-    layers: PosInt | None = None
+    layers: Layers | None = None
 
 
 class _TrainingOwn(Frozen):
-    seq_len: PosInt
+    seq_len: Tokens
     global_batch: PosInt
-    layers: PosInt | None = None
+    layers: Layers | None = None
 
 
 LlmInferenceParams = _with_plan("LlmInferenceParams", InferencePlan, _InferenceOwn)
@@ -98,7 +105,7 @@ LlmTrainingParams = _with_plan("LlmTrainingParams", TrainingPlan, _TrainingOwn)
 class RecsysInferenceParams(Frozen):
     scenario: Literal["offline", "server"]
     batch: PosInt | None = None
-    pairs_per_sample: PosFloat = 1.0
+    pairs_per_sample: Annotated[float, Field(ge=1, le=MAX_PAIRS_PER_SAMPLE)] = 1.0
     latency_limit_s: PosFloat | None = None
 
 
@@ -126,7 +133,14 @@ KINDS: dict[str, KindSpec] = {
 
 
 class NetworkOverride(Frozen):
-    scale_out_gbit_s_per_chip: Annotated[float, Field(ge=0)] | None = None
+    scale_out_gbit_s_per_chip: Annotated[float, Field(ge=0, le=SPEC_MAX)] | None = None  # 0: none
+
+    @pydantic.field_validator("scale_out_gbit_s_per_chip")
+    @classmethod
+    def _none_or_in_range(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < SPEC_MIN:
+            raise ValueError(f"must be 0 (no scale-out network) or at least {SPEC_MIN:g}")
+        return value
 
 
 class Software(Frozen):
@@ -156,8 +170,8 @@ class _CaseFields(Frozen):
         "llm_inference", "llm_training", "recsys_inference", "recsys_training",
     ]  # fmt: skip
     hardware: str | dict[str, Any]
-    chips: PosInt
-    chips_per_node: PosInt | None = None
+    chips: Annotated[int, Field(gt=0, le=MAX_CHIPS)]
+    chips_per_node: Annotated[int, Field(gt=0, le=MAX_CHIPS)] | None = None
     network: NetworkOverride | None = None
     model: str | dict[str, Any] | None = None
     precision: Precision
@@ -202,7 +216,7 @@ class Case:
 
 def parse_case(raw: Any, origin: str, index: int) -> Case:
     data = require_mapping(raw, origin, f"case {index}", "<case>")
-    case_id = str(data.get("id", f"case {index}"))
+    case_id = entry_id(data, f"case {index}")
     try:
         fields = _CaseFields.model_validate(dict(data))
     except pydantic.ValidationError as exc:
@@ -251,12 +265,13 @@ def _plan(kind: str, p: Any, chips: int, precision: Precision) -> InferencePlan 
         return InferencePlan(precision=precision, **stated)
     if kind == "llm_training":
         stated = {f.name: getattr(p, f.name) for f in plan_fields(TrainingPlan, case=True)}
-        stated["cp"] = p.cp * _sequence_split(chips, p)
-        return TrainingPlan(precision=precision, **stated)
+        plan = TrainingPlan(precision=precision, **stated)  # the stated widths checked first
+        split = _sequence_split(chips, plan, p.global_batch)
+        return plan if split == 1 else dataclasses.replace(plan, cp=plan.cp * split)
     return None
 
 
-def _sequence_split(chips: int, p: Any) -> int:
+def _sequence_split(chips: int, p: TrainingPlan, global_batch: int) -> int:
     """How many ways each sequence is split when the data axis is wider than the batch.
 
     With `dp` unstated, `chips / (tp x pp x cp)` data-parallel ranks can exceed the sequences
@@ -264,16 +279,16 @@ def _sequence_split(chips: int, p: Any) -> int:
     then shards the tokens of each sequence over the spare ranks, which is context
     parallelism; a split that is not whole is left for `TrainingPlan` to reject.
     """
-    data_ranks: int = chips // (p.tp * p.pp * p.cp)
-    if p.dp is not None or data_ranks <= p.global_batch or data_ranks % p.global_batch:
+    data_ranks = chips // (p.tp * p.pp * p.cp)
+    if p.dp is not None or data_ranks <= global_batch or data_ranks % global_batch:
         return 1
-    return data_ranks // int(p.global_batch)
+    return data_ranks // global_batch
 
 
 def load_cases(path: Path) -> list[Case]:
     """Parse and check every case of a file; the first bad one raises, naming itself."""
     data = require_mapping(load_data_file(path), str(path), None, "<root>")
-    unknown = sorted(set(data) - {"schema", "cases"})
+    unknown = sorted(str(k) for k in set(data) - {"schema", "cases"})  # YAML keys need not be strings
     if unknown:
         raise TapeoutError(f"{path}: unknown top-level fields: {', '.join(unknown)}")
     if data.get("schema") != SCHEMA:

@@ -14,24 +14,44 @@ tapeout.errors.TapeoutError: field 'rate': must be a finite number > 0 requests/
 
 from __future__ import annotations
 
+import contextlib
 import math
 from numbers import Integral, Real
 
-from tapeout.errors import TapeoutError
+from tapeout.errors import TapeoutError, shown
 
 # The largest system any command models: a few times the largest clusters built (about 100,000
 # accelerators in 2024-2025). A count above it is a typo or a unit slip, not a fleet.
 MAX_CHIPS = 1_000_000
+# The longest sequence any command models, in tokens: ten times the longest context offered (10
+# million, Llama 4 Scout, 2025). Attention is costed per block of 128 keys, so a length far past
+# it would run for hours; and a length must stay an exact 64-bit integer.
+MAX_TOKENS = 100_000_000
+# The deepest model: ten times the deepest transformer trained (DeepNet, 1,000 layers, 2022).
+# Parameters and graphs are summed layer by layer.
+MAX_LAYERS = 10_000
+# The largest width, count or size a model or case states (hidden size, vocabulary, table rows,
+# matrix dimensions, batch): a trillion. Past it a value is a slip of units, and the cost model's
+# products of a few such values would overflow floating point.
+MAX_COUNT = 10**12
+# User-item pairs one recommendation sample ranks: at least one, and at most a million (MLPerf's
+# DLRM samples rank about 270).
+MAX_PAIRS_PER_SAMPLE = 1e6
+
+
+def bound(x: float) -> str:
+    """A bound as written: 100,000,000 rather than 1e+08, 1e-06 for the small ones."""
+    return f"{int(x):,}" if x == int(x) and abs(x) >= 1 else f"{x:g}"
 
 
 def _range(above: float | None, low: float | None, high: float | None, unit: str) -> str:
     parts = []
     if above is not None:
-        parts.append(f"> {above:g}")
+        parts.append(f"> {bound(above)}")
     if low is not None:
-        parts.append(f">= {low:g}")
+        parts.append(f">= {bound(low)}")
     if high is not None:
-        parts.append(f"<= {high:g}")
+        parts.append(f"<= {bound(high)}")
     return " and ".join(parts) + (f" {unit}" if unit else "")
 
 
@@ -46,12 +66,15 @@ def number(
 ) -> float:
     """`value` as a finite float inside the range: `above` (exclusive), `low` and `high`
     (inclusive)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    v = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if ok and (above is None or v > above) and (low is None or v >= low) and (high is None or v <= high):
+    v = math.nan
+    if isinstance(value, Real) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an integer past the largest float: refused below
+            v = float(value)
+    inside = (above is None or v > above) and (low is None or v >= low) and (high is None or v <= high)
+    if math.isfinite(v) and inside:
         return v
     raise TapeoutError(
-        f"field '{field}': must be a finite number {_range(above, low, high, unit)}, got {value!r}"
+        f"field '{field}': must be a finite number {_range(above, low, high, unit)}, got {shown(value)}"
     )
 
 
@@ -66,7 +89,7 @@ def count(field: str, value: object, *, low: int = 1, high: int | None = None, u
         return whole
     span = f">= {low}" + (f" and <= {high:,}" if high is not None else "")
     raise TapeoutError(
-        f"field '{field}': must be a whole number {span}{' ' + unit if unit else ''}, got {value!r}"
+        f"field '{field}': must be a whole number {span}{' ' + unit if unit else ''}, got {shown(value)}"
     )
 
 
@@ -90,15 +113,16 @@ def chips(value: object, field: str = "chips") -> int:
     return count(field, value, high=MAX_CHIPS, unit="chips")
 
 
-def work(what: str, estimate_s: float, budget_s: float | None, flag: str) -> None:
-    """Refuse work estimated to run longer than the budget, before it starts."""
+def work(what: str, estimate_s: float, budget_s: float | None, flag: str | None) -> None:
+    """Refuse work estimated to run longer than the budget, before it starts; `flag` names the
+    option that raises the budget, when there is one."""
     if budget_s is None:
         return
     budget = number("max_seconds", budget_s, "s", above=0)
     if estimate_s > budget:
         raise TapeoutError(
             f"{what} would take about {_duration(estimate_s)} here, more than the budget of "
-            f"{_duration(budget)}; raise it with {flag} to run it anyway"
+            f"{_duration(budget)}" + (f"; raise it with {flag} to run it anyway" if flag else "")
         )
 
 

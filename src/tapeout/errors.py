@@ -4,12 +4,14 @@ the file, the entry, the field, the value and the unit."""
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import pydantic
+from typing import TYPE_CHECKING, Any
 
 from tapeout.units import unit_of
+
+if TYPE_CHECKING:  # the annotation only: the command line starts without importing pydantic
+    import pydantic
 
 
 class TapeoutError(ValueError):
@@ -40,6 +42,18 @@ def unknown_id(what: str, name: str, known: Iterable[str]) -> UnknownIdError:
     return UnknownIdError(f"unknown {what} {name!r}; {hint}known: {', '.join(ids)}")
 
 
+def shown(value: Any) -> str:
+    """`repr(value)` for a message; Python refuses to print an integer of over 4,300 digits.
+
+    >>> shown(10**5000)
+    'an integer of more than 4,300 digits'
+    """
+    try:
+        return repr(value)
+    except ValueError:
+        return f"an integer of more than {sys.get_int_max_str_digits():,} digits"
+
+
 def _where(origin: str | None, entry: str | None) -> str:
     parts = [p for p in (origin, entry) if p]
     return ": ".join(parts) + ": " if parts else ""
@@ -68,7 +82,7 @@ def from_validation(
         elif kind == "missing":
             msg = "missing"
         else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
+            msg = f"{err['msg']} (got {shown(err.get('input'))})"
         name = field.rsplit(".", 1)[-1]
         unit = (units or {}).get(name) or unit_of(name)
         lines.append(f"field {field!r}: {msg}" + (f" (unit: {unit})" if unit else ""))
@@ -81,3 +95,13 @@ def require_mapping(value: Any, origin: str | None, entry: str | None, field: st
             f"{_where(origin, entry)}field {field!r}: expected a mapping, got {type(value).__name__}"
         )
     return value
+
+
+def entry_id(data: Mapping[str, Any], default: str | None = None) -> str | None:
+    """The `id` of an entry, to name it in errors: when it is a string, else `default`.
+
+    >>> entry_id({"id": "h100-sxm"}), entry_id({"id": [1]}, "case 3")
+    ('h100-sxm', 'case 3')
+    """
+    value = data.get("id")
+    return value if isinstance(value, str) and value else default

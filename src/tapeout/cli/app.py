@@ -32,7 +32,9 @@ Hardware = Annotated[str, typer.Option("--hardware", help="A hardware catalog id
 Chips = Annotated[int, typer.Option("--chips", help="Chips in the system (1 to 1,000,000).")]
 MaxSeconds = Annotated[
     float,
-    typer.Option("--max-seconds", help="Refuse a run estimated to take longer than this, s [default: 600]."),
+    typer.Option(
+        "--max-seconds", help="Refuse a run estimated to take longer than this, s \\[default: 600]."
+    ),
 ]
 # Piped output is not wrapped at 80 columns: ids and paths stay whole on one line.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -51,7 +53,7 @@ def _options(
     max_file_mb: Annotated[
         float | None,
         typer.Option(
-            "--max-file-mb", help="Largest data file read, MB (or TAPEOUT_MAX_FILE_MB) [default: 64].",
+            "--max-file-mb", help="Largest data file read, MB (or TAPEOUT_MAX_FILE_MB) \\[default: 64].",
             show_default=False,
         ),
     ] = None,

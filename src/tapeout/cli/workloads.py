@@ -244,8 +244,8 @@ def recsys_cmd(
         print_json(out.as_dict())
         return
     console.print(
-        f"{text(out.model)} on {num(chips)} x {out.hardware}, {out.mode}: {plan.precision} dense part, "
-        f"{plan.tables(training=training)} tables, {out.sharding} sharding, {num(pairs_per_sample)} user-item "
+        f"{text(out.model)} on {num(chips)} x {out.hardware}, {out.mode}: {out.precision} dense part, "
+        f"{out.embedding_precision} tables, {out.sharding} sharding, {num(pairs_per_sample)} user-item "
         f"pair(s) per sample"
     )
     for key, value in out.result.as_dict().items():

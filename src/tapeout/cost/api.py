@@ -8,7 +8,7 @@ from typing import Any
 from tapeout import checks
 from tapeout._yaml import load_data_file
 from tapeout.cost.unit import check_design, unit_cost
-from tapeout.errors import TapeoutError, require_mapping
+from tapeout.errors import TapeoutError, entry_id, require_mapping, shown
 from tapeout.hardware.catalog import chip_from_mapping, get_chip
 from tapeout.hardware.design import expand_design
 from tapeout.hardware.spec import ChipSpec, PriceEntry
@@ -24,7 +24,7 @@ def load_chip(ref: str) -> ChipSpec:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml", ".json") and path.exists():
         data = require_mapping(load_data_file(path), str(path), None, "<root>")
-        return chip_from_mapping(expand_design(data, str(path)), str(path), str(data.get("id", "")) or None)
+        return chip_from_mapping(expand_design(data, str(path)), str(path), entry_id(data))
     return get_chip(ref)
 
 
@@ -37,7 +37,7 @@ def market_price(chip: ChipSpec, region: str | None = None) -> PriceEntry | None
         if not regional:
             known = sorted({p.region for p in bought if p.region}) or ["none"]
             raise TapeoutError(
-                f"field 'region': {chip.id} has no catalog price in region {region!r} "
+                f"field 'region': {chip.id} has no catalog price in region {shown(region)} "
                 f"(regions with a price: {', '.join(known)})"
             )
         bought = regional
@@ -56,7 +56,7 @@ def cost(
     True
     """
     levy = checks.number("levy", levy, "(a fraction of the price, 0.25 = 25 %)", low=0, high=MAX_LEVY)
-    volume = checks.optional_count("volume", volume, unit="units")
+    volume = checks.optional_count("volume", volume, high=checks.MAX_COUNT, unit="units")
     chip = load_chip(ref)
     ours = chip.vendor == "tapeout"
     if ours:

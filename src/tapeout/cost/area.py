@@ -69,11 +69,12 @@ def die_of(chip: ChipSpec) -> DieSpec:
 
 
 def memory_interfaces(chip: ChipSpec) -> int:
-    """HBM sites (the stacks, or bandwidth / a stack's) or 32-bit DRAM channels."""
+    """HBM sites (the stacks, or bandwidth / a stack's) or 32-bit DRAM channels; at least one,
+    however low the bandwidth."""
     mem = chip.memory
     if mem.type in HBM_STACK_GB_S:
-        return mem.stacks or math.ceil(mem.bandwidth_gb_s / HBM_STACK_GB_S[mem.type] - 0.05)
-    return math.ceil(mem.bandwidth_gb_s / DRAM_CHANNEL_GB_S[mem.type] - 0.05)
+        return mem.stacks or max(1, math.ceil(mem.bandwidth_gb_s / HBM_STACK_GB_S[mem.type] - 0.05))
+    return max(1, math.ceil(mem.bandwidth_gb_s / DRAM_CHANNEL_GB_S[mem.type] - 0.05))
 
 
 def fp32_lanes_per_core(chip: ChipSpec, die: DieSpec) -> float:

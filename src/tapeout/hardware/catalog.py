@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 
 from tapeout._yaml import deep_merge, load_data_file
-from tapeout.errors import TapeoutError, from_validation, require_mapping, unknown_id
+from tapeout.errors import TapeoutError, entry_id, from_validation, require_mapping, unknown_id
 from tapeout.hardware.design import expand_design
 from tapeout.hardware.spec import ChipSpec
 
@@ -30,7 +30,7 @@ def chip_from_mapping(
 
 def load_chip_file(path: Path) -> ChipSpec:
     data = require_mapping(load_data_file(path), str(path), None, "<root>")
-    chip = chip_from_mapping(data, str(path), str(data.get("id", "")) or None)
+    chip = chip_from_mapping(data, str(path), entry_id(data))
     if path.parent == CATALOG_DIR and chip.id != path.stem:
         raise TapeoutError(f"{path}: id {chip.id!r} must match the file name {path.stem!r}")
     return chip

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from tapeout.errors import TapeoutError, from_validation
+from tapeout.errors import TapeoutError, entry_id, from_validation
 from tapeout.frozen import Frozen
 from tapeout.hardware.spec import (
     MatrixUnit,
@@ -119,5 +119,5 @@ def expand_design(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
     try:
         design = Design.model_validate(dict(data))
     except pydantic.ValidationError as exc:
-        raise from_validation(exc, origin, str(data.get("id", "")) or None) from None
+        raise from_validation(exc, origin, entry_id(data)) from None
     return design.chip()

@@ -16,8 +16,13 @@ from tapeout.errors import TapeoutError
 from tapeout.frozen import Frozen
 from tapeout.precision import FALLBACKS, narrow
 
-PosFloat = Annotated[float, Field(gt=0)]
-PosInt = Annotated[int, Field(gt=0)]
+# A spec number is a quantity in the unit its name carries (GB/s, TFLOP/s, W, mm^2, cores...): no
+# chip has one below a millionth or above a billion of its unit, and past those times and rates
+# vanish to zero or overflow to infinity in floating point.
+SPEC_MIN, SPEC_MAX = 1e-6, 1_000_000_000
+PosFloat = Annotated[float, Field(ge=SPEC_MIN, le=SPEC_MAX)]
+PosInt = Annotated[int, Field(gt=0, le=SPEC_MAX)]
+NonNegFloat = Annotated[float, Field(ge=0, le=SPEC_MAX)]
 
 MemoryType = Literal["HBM2", "HBM2e", "HBM3", "HBM3e", "GDDR6", "GDDR7", "LPDDR5", "LPDDR5X", "DDR5"]
 Topology = Literal["switch", "full_mesh", "torus_2d", "torus_3d", "ring", "pcie"]
@@ -118,10 +123,10 @@ class DieSpec(Frozen):
     area model reads this, the simulators do not."""
 
     cores: PosInt  # the cores that hold the matrix units
-    shared_sram_mib: Annotated[float, Field(ge=0)]
+    shared_sram_mib: NonNegFloat
     memory_interfaces: PosInt  # HBM sites, or 32-bit DRAM channels
     # FP32 lanes of each core's vector unit; None: the vector FP32 peak / (2 x clock x cores).
-    fp32_lanes_per_core: Annotated[int, Field(ge=0)] | None = None
+    fp32_lanes_per_core: Annotated[int, Field(ge=0, le=SPEC_MAX)] | None = None
     # SRAM per core as built, when the product exposes less (a GPU SM's combined L1 and shared
     # memory, of which `sram` lists the shared-memory carve-out); None: what `sram` lists.
     core_sram_kib: PosFloat | None = None
@@ -131,7 +136,7 @@ class DieSpec(Frozen):
 class NodeSpec(Frozen):
     chips_per_node: PosInt
     scale_up_domain_chips: PosInt
-    nics_per_chip: Annotated[float, Field(ge=0)] = 1.0
+    nics_per_chip: NonNegFloat = 1.0
 
 
 class PriceEntry(Frozen):

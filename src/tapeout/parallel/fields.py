@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import Field, field, fields
 from typing import Any
 
+from tapeout.checks import MAX_CHIPS
+from tapeout.errors import TapeoutError, shown
+
 
 def plan_field(default: Any, help: str, *, case: bool = True, searched: bool = False) -> Any:
     """A plan field: `help` for the CLI; `case`: a validation case may state it in its params;
@@ -28,6 +31,20 @@ def plan_fields(
             continue
         out.append(f)
     return out
+
+
+def check_widths(plan: Any, names: tuple[str, ...], unit: str = "") -> None:
+    """Widths of parallelism (and counts like them): whole, at least 1, and no more than any
+    system has chips; a field left out (None) is not checked."""
+    for name in names:
+        value = getattr(plan, name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CHIPS:
+            raise TapeoutError(
+                f"field '{name}': must be an integer >= 1 and <= {MAX_CHIPS:,}{' ' + unit if unit else ''}, "
+                f"got {shown(value)}"
+            )
 
 
 def as_dict(plan: Any) -> dict[str, Any]:

@@ -20,19 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tapeout.errors import TapeoutError
-from tapeout.parallel.fields import plan_field
+from tapeout.parallel.fields import check_widths, plan_field
 from tapeout.parallel.shard import Layout
 from tapeout.precision import SERVING, Numerics, Precision, parse
 
 if TYPE_CHECKING:  # annotations only: the CLI builds its flags from these plans at start-up
     from tapeout.workloads.llm import LLMConfig
-
-
-def _positive(plan: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(plan, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise TapeoutError(f"field '{name}': must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +44,7 @@ class InferencePlan:
     kv_precision: Precision | None = plan_field(None, "KV cache; default: --precision.")
 
     def __post_init__(self) -> None:
-        _positive(self, ("tp", "pp", "ep"))
+        check_widths(self, ("tp", "pp", "ep"))
         if max(self.tp, self.ep) % min(self.tp, self.ep):
             raise TapeoutError(
                 f"fields 'tp' and 'ep': one must divide the other (experts are spread over the "

@@ -37,6 +37,7 @@ from tapeout.workloads.ops import (
     Collective,
     Copy,
     Gather,
+    Matmul,
     Op,
     ReduceScatter,
     SendRecv,
@@ -174,6 +175,8 @@ def _changes(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") 
 
 def _divided(op: Op, splits: tuple[Split, ...], layout: Layout, skip: str = "") -> Op:
     changes = _changes(op, splits, layout, skip)
+    if isinstance(op, Matmul):  # a rank keeps a row or column at least: fewer than the ranks are padded
+        changes = {k: v if v > 0 else 1 for k, v in changes.items()}
     return rebuild(op, **changes) if changes else op
 
 

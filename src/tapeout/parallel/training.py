@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
-from tapeout.errors import TapeoutError
-from tapeout.parallel.fields import plan_field
+from tapeout.errors import TapeoutError, shown
+from tapeout.parallel.fields import check_widths, plan_field
 from tapeout.parallel.shard import Layout
 from tapeout.precision import TRAINING, Numerics, Precision, parse
 from tapeout.workloads.ops import AllGather, AllReduce, Collective, ReduceScatter
@@ -88,23 +88,15 @@ class TrainingPlan:
     )
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "cp", "ep", "vpp", "micro_batch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TapeoutError(f"field '{name}': must be an integer >= 1, got {value!r}")
-        if self.dp is not None and (not isinstance(self.dp, int) or self.dp < 1):
-            raise TapeoutError(f"field 'dp': must be an integer >= 1, got {self.dp!r}")
+        check_widths(self, ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "dp"))
         if self.recompute not in RECOMPUTE:
             raise TapeoutError(f"field 'recompute': {self.recompute!r}; known: {', '.join(RECOMPUTE)}")
         parse(self.precision, "precision", TRAINING)
         self._check_overlaps()
         if self.zero not in (0, 1, 2, 3):
-            raise TapeoutError(f"field 'zero': must be 0, 1, 2 or 3, got {self.zero!r}")
+            raise TapeoutError(f"field 'zero': must be 0, 1, 2 or 3, got {shown(self.zero)}")
         if self.zero_shard is not None:
-            if not isinstance(self.zero_shard, int) or self.zero_shard < 1:
-                raise TapeoutError(
-                    f"field 'zero_shard': must be an integer >= 1 ranks, got {self.zero_shard!r}"
-                )
+            check_widths(self, ("zero_shard",), "ranks")
             if self.zero == 0:
                 raise TapeoutError(
                     f"field 'zero_shard': {self.zero_shard} ranks, but zero 0 shards nothing; set zero 1-3"

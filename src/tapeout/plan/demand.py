@@ -30,6 +30,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tapeout._yaml import load_data_file
+from tapeout.checks import MAX_COUNT, MAX_PAIRS_PER_SAMPLE, MAX_TOKENS
 from tapeout.cost.tco import TcoAssumptions
 from tapeout.errors import from_validation, require_mapping
 from tapeout.parallel.inference import InferencePlan
@@ -38,7 +39,10 @@ from tapeout.parallel.training import TrainingPlan
 from tapeout.precision import Precision
 
 PosFloat = Annotated[float, Field(gt=0)]
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+# Sequences in one training step: 512 x the largest in use (Llama 3 405B: 2,048 of 8,192 tokens). The
+# planner tries every data-parallel width that divides it.
+MAX_GLOBAL_BATCH = 1 << 20
 
 # Units of the fields whose names carry no suffix `units.unit_of` knows.
 FIELD_UNITS: dict[str, str] = {
@@ -97,8 +101,8 @@ class ServingDemand(_Strict):
     model: str
     precision: Precision = "fp8"
     kv_precision: Precision | None = None
-    input_len: PosFloat
-    output_len: Annotated[float, Field(ge=2)]
+    input_len: Annotated[float, Field(gt=0, le=MAX_TOKENS)]
+    output_len: Annotated[float, Field(ge=2, le=MAX_TOKENS)]
     ttft_limit_s: PosFloat
     tpot_limit_s: PosFloat
     tokens_per_s: PosFloat | None = None
@@ -130,7 +134,7 @@ class RecsysDemand(_Strict):
     model: str
     qps: PosFloat
     latency_limit_s: PosFloat
-    pairs_per_sample: PosFloat = 1.0
+    pairs_per_sample: Annotated[float, Field(ge=1, le=MAX_PAIRS_PER_SAMPLE)] = 1.0
     precision: Precision = "int8"
 
     @property
@@ -151,8 +155,8 @@ class TrainingDemand(_Strict):
     model: str
     tokens: PosFloat
     deadline_days: PosFloat
-    seq_len: PosInt = 8192
-    global_batch: PosInt = 1024
+    seq_len: Annotated[int, Field(ge=1, le=MAX_TOKENS)] = 8192
+    global_batch: Annotated[int, Field(ge=1, le=MAX_GLOBAL_BATCH)] = 1024
     precision: Precision = "bf16"
 
     @property

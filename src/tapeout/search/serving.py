@@ -18,11 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from tapeout import checks
 from tapeout.errors import TapeoutError
 from tapeout.sim.capacity import ServingModel
 from tapeout.sim.llm import Replica
 from tapeout.sim.requests import Lengths, Requests
-from tapeout.sim.scenarios import SERVER_REQUESTS_PER_SLOT, ScenarioResult, auto_batch, mean_length
+from tapeout.sim.scenarios import (
+    SERVER_REQUESTS_PER_SLOT,
+    ScenarioResult,
+    auto_batch,
+    mean_length,
+    simulation_seconds,
+)
 from tapeout.sim.serve import ServeResult, simulate
 
 RESOLUTION = 0.0125  # the server rate to 1.25 % (the first step from the model's rate)
@@ -30,6 +37,7 @@ STEPS = 10  # at most this many doublings of the step (a factor of about 13 eith
 CHECK_ITERATIONS = 6000  # the length of the planner's check run, in iterations (about)
 CHECK_REQUESTS = (200, 2000)  # the check run's requests: at least, at most
 CHECK_STEPS = 4  # bisection steps on the rate when a check fails: 1/16 of the [1/2, 1] bracket
+SERVER_SIMULATIONS = 7  # what `server` takes when the model's rate is within 10 %, for its estimate
 
 
 def simulated_p99(
@@ -84,15 +92,19 @@ def server(
     batch: int | None = None,
     replicas: int = 1,
     requests: int | None = None,
+    max_seconds: float | None = None,
 ) -> ScenarioResult:
     """The highest Poisson rate (requests/s, whole system) whose p99 TTFT and TPOT meet the limits
-    in a simulation of `requests` requests (six per sequence slot by default)."""
+    in a simulation of `requests` requests (six per sequence slot by default); a search estimated
+    to take longer than `max_seconds` here is refused before it starts."""
     for name, value in (("ttft_limit_s", ttft_limit_s), ("tpot_limit_s", tpot_limit_s)):
         if not value > 0:
             raise TapeoutError(f"field '{name}': must be > 0 seconds, got {value}")
     ins, outs = mean_length(input_len), mean_length(output_len)
     batch = batch or auto_batch(replica, ins, outs)
     n = requests or max(256, SERVER_REQUESTS_PER_SLOT * batch)
+    estimate = SERVER_SIMULATIONS * simulation_seconds(replica, n, ins, outs, batch)
+    checks.work(f"a search of the server rate over {n:,} requests a step", estimate, max_seconds, None)
     seen: dict[float, ServeResult] = {}
 
     def ok(rate: float) -> bool:

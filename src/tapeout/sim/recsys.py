@@ -74,7 +74,7 @@ class RecsysSystem:
         plan = plan or RecsysPlan()
         tables = plan.tables(training=training)
         chip = system.chip
-        chip.require_formats({"precision": plan.precision})
+        chip.require_formats({"precision": plan.dense(training=training)})
         room = embedding_room(chip.memory.capacity_gb * GB, tables, training=training)
         # Replicas would have to exchange sparse gradients: training shards its tables.
         sharding = "table" if training and plan.sharding == "auto" else plan.sharding
@@ -83,13 +83,9 @@ class RecsysSystem:
         hot = HOT_ROW_SRAM_SHARE * chip.sram_shared_bytes / row_bytes
         hits = (0.0,) * len(model.tables) if training else tuple(dlrm.hit_rates(model.tables, hot))
         state = BYTES_PER_ELEMENT[dlrm.ADAGRAD_STATE_PRECISION] if training else 0.0
-        held: dict[int, float] = {}
-        for t, owners in zip(model.tables, placement.owners, strict=True):
-            size = t.rows * t.dim * (BYTES_PER_ELEMENT[tables] + state)
-            for c, share in owners.items():
-                held[c] = held.get(c, 0.0) + share * size
+        sizes = [t.rows * t.dim * (BYTES_PER_ELEMENT[tables] + state) for t in model.tables]
         return cls(model=model, system=system, plan=plan, training=training, placement=placement, hits=hits,
-                   table_bytes=max(held.values(), default=0.0))  # fmt: skip
+                   table_bytes=placement.most_held(sizes))  # fmt: skip
 
     def check_batch(self, pairs_per_chip: float) -> None:
         """Refuse a batch whose activations do not fit on a chip: per pair, the pooled vectors and
@@ -97,12 +93,16 @@ class RecsysSystem:
         or every layer's output, kept for the backward (training)."""
         m = self.model
         widths = [m.dense_features, *m.bottom_mlp, m.interaction_width, *m.top_mlp]
-        act = BYTES_PER_ELEMENT[at_least_16(self.plan.precision)]
+        act = BYTES_PER_ELEMENT[at_least_16(self.dense_precision)]
         pooled = (len(m.tables) + 1) * m.embedding_dim * act
         per_pair = pooled + act * (sum(widths) if self.training else 2 * max(widths))
         chip = self.system.chip
         recsys_batch_fits(chip.id, chip.memory.capacity_gb * GB, table_bytes=self.table_bytes, pairs=pairs_per_chip,
                           bytes_per_pair=per_pair, training=self.training)  # fmt: skip
+
+    @property
+    def dense_precision(self) -> Precision:
+        return self.plan.dense(training=self.training)
 
     @property
     def embedding_precision(self) -> Precision:
@@ -117,7 +117,7 @@ class RecsysSystem:
                 raise TapeoutError(f"field 'batch': must be >= 1 pairs, got {pairs}")
             self.check_batch(pairs)
             compute, communication = _template(
-                self.model, self.placement.layout(0, self.hits), self.plan.precision, self.embedding_precision,
+                self.model, self.placement.layout(0, self.hits), self.dense_precision, self.embedding_precision,
                 self.training,
             )  # fmt: skip
             work = graph_cost(compute, self.system, pairs=pairs)
@@ -198,6 +198,15 @@ class RecsysTrainingResult:
                 "breakdown_s": self.breakdown_s, "sharding": self.sharding}  # fmt: skip
 
 
+def check_global_batch(global_batch: int, chips: int, field: str = "global_batch") -> None:
+    """A step gives every chip a sample at least (the dense part is data-parallel)."""
+    if global_batch < chips:
+        raise TapeoutError(
+            f"field '{field}': {global_batch:,} samples for {chips:,} chips; a training step needs at least "
+            "one sample a chip"
+        )
+
+
 def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
     """One step: embeddings model-parallel (lookups of the global batch on the chips that own
     the tables, pooled vectors by all-to-all, gradients back the same way, the fused Adagrad
@@ -206,15 +215,14 @@ def train_step(rs: RecsysSystem, global_batch: int) -> RecsysTrainingResult:
     evaluates periodically, each step also carries its share of those forward passes (at the
     training batch), as wall-clock throughputs do."""
     w = rs.system.chips
-    if global_batch < w:
-        raise TapeoutError(f"field 'global_batch': {global_batch} samples for {w} chips")
+    check_global_batch(global_batch, w)
     if not rs.training:
         raise TapeoutError(
             "a training step needs a system placed for training (RecsysSystem.of(..., training=True))"
         )
     rs.check_batch(global_batch / w)
     sysm = dataclasses.replace(rs.system, load="training")
-    fwd = dlrm.forward(rs.model, global_batch, dense_precision=rs.plan.precision,
+    fwd = dlrm.forward(rs.model, global_batch, dense_precision=rs.dense_precision,
                        embedding_precision=rs.embedding_precision, training=True)  # fmt: skip
     bwd = autodiff.backward(fwd)
     # Every chip runs the same dense part and exchange; the busiest chip's lookups set the pace.

@@ -18,14 +18,14 @@ import numpy as np
 import numpy.typing as npt
 
 from tapeout._yaml import read_text_file
+from tapeout.checks import MAX_TOKENS, bound
 from tapeout.errors import TapeoutError
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 TRACE_COLUMNS = ("arrival_s", "input_len", "output_len")
-# Bounds of a trace's fields: a century of arrivals, a hundred million tokens a request.
+# Bounds of a trace's fields: a century of arrivals, and MAX_TOKENS a request.
 MAX_ARRIVAL_S = 3.2e9
-MAX_TOKENS = 100_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,11 +188,11 @@ def _number(
     raw = row[key]
     try:
         value = float(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else math.nan
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer past the largest float
         value = math.nan
     if not math.isfinite(value) or (integer and value != int(value)) or not minimum <= value <= maximum:
         kind = "an integer" if integer else "a number"
         raise TapeoutError(
-            f"{where}: field '{key}' must be {kind} >= {minimum:g} and <= {maximum:g} {unit}, got {raw!r}"
+            f"{where}: field '{key}' must be {kind} >= {bound(minimum)} and <= {bound(maximum)} {unit}, got {raw!r}"
         )
     return value

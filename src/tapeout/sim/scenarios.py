@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tapeout import checks
 from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests
-from tapeout.sim.serve import ServeResult, simulate
+from tapeout.sim.serve import SECONDS_PER_ITERATION, ServeResult, simulate
 
 MAX_AUTO_BATCH = 4096  # the largest batch `offline` picks on its own (TensorRT-LLM's limit is 2048-4096)
 SERVER_REQUESTS_PER_SLOT = 6  # a server run serves this many requests per sequence slot of the batch
@@ -46,6 +47,18 @@ def auto_batch(replica: Replica, input_len: float, output_len: float) -> int:
             f"tokens of KV cache; {mem.chip_id} holds {mem.kv_tokens} per chip after the weights"
         )
     return batch
+
+
+def simulation_seconds(
+    replica: Replica, requests: int, input_len: float, output_len: float, batch: int
+) -> float:
+    """About how long simulating `requests` requests of these mean lengths takes here: output
+    tokens over the sequences that decode together (the batch, or what the KV cache holds), plus
+    prompt tokens over the token budget, at SECONDS_PER_ITERATION an iteration."""
+    held = replica.memory.kv_tokens * replica.plan.attention_groups / (input_len + output_len)
+    together = max(1.0, min(float(batch), held, float(requests)))
+    iterations = requests * output_len / together + requests * input_len / replica.max_tokens
+    return iterations * SECONDS_PER_ITERATION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,11 +92,17 @@ def offline(
     replicas: int = 1,
     requests: int | None = None,
     progress: Callable[[int], None] | None = None,
+    max_seconds: float | None = None,
 ) -> ScenarioResult:
-    """Throughput with every request queued at time zero (two batches' worth by default)."""
+    """Throughput with every request queued at time zero (two batches' worth by default); a
+    simulation estimated to take longer than `max_seconds` here is refused before it starts."""
     ins, outs = mean_length(input_len), mean_length(output_len)
     batch = batch or auto_batch(replica, ins, outs)
-    reqs = Requests.offline(requests or 2 * batch, input_len, output_len)
+    n = requests or 2 * batch
+    checks.work(
+        f"simulating {n:,} requests", simulation_seconds(replica, n, ins, outs, batch), max_seconds, None
+    )
+    reqs = Requests.offline(n, input_len, output_len)
     res = simulate(replica, reqs, max_batch=batch, replicas=replicas, progress=progress)
     s = res.summary()
     return ScenarioResult(

@@ -72,7 +72,6 @@ class TrainingResult:
 
     def as_dict(self) -> dict[str, Any]:
         plan = {**as_dict(self.plan), "dp": self.dp, "micro_batches": self.micro_batches}
-        plan.pop("precision")
         return {
             "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
             "hfu": self.hfu, "model_flops_per_step": self.model_flops, "breakdown_s": self.breakdown_s,

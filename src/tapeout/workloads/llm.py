@@ -11,9 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from tapeout.checks import MAX_COUNT, MAX_LAYERS
 from tapeout.frozen import Frozen
 
-PosInt = Annotated[int, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Architecture = Literal["gpt", "llama", "mixtral", "deepseek_v3", "bert", "nemotron"]
 
 # config.json keys that say nothing about cost (tokenizer ids, init, dtype, library versions,
@@ -42,7 +44,7 @@ class LLMConfig(Frozen):
 
     architecture: Architecture
     hidden_size: PosInt
-    num_hidden_layers: PosInt
+    num_hidden_layers: Annotated[int, Field(gt=0, le=MAX_LAYERS)]
     num_attention_heads: PosInt
     num_key_value_heads: PosInt | None = None
     head_dim: PosInt | None = None
@@ -55,15 +57,15 @@ class LLMConfig(Frozen):
     mlp_bias: bool | None = None
     hidden_act: str | None = None
     parallel_attn: bool = False
-    type_vocab_size: Annotated[int, Field(ge=0)] = 2
+    type_vocab_size: Count = 2
     # mixture of experts (Mixtral keys)
     num_local_experts: PosInt | None = None
     num_experts_per_tok: PosInt | None = None
     # DeepSeek-V3 keys: experts and multi-head latent attention
     n_routed_experts: PosInt | None = None
-    n_shared_experts: Annotated[int, Field(ge=0)] = 0
+    n_shared_experts: Count = 0
     moe_intermediate_size: PosInt | None = None
-    first_k_dense_replace: Annotated[int, Field(ge=0)] = 0
+    first_k_dense_replace: Count = 0
     moe_layer_freq: PosInt = 1
     q_lora_rank: PosInt | None = None
     kv_lora_rank: PosInt | None = None
@@ -73,7 +75,7 @@ class LLMConfig(Frozen):
     # sliding-window attention (Mistral; Qwen2 from layer `max_window_layers` when enabled)
     sliding_window: PosInt | None = None
     use_sliding_window: bool | None = None
-    max_window_layers: Annotated[int, Field(ge=0)] | None = None
+    max_window_layers: Count | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LLMConfig:

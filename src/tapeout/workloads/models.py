@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 
 from tapeout._yaml import deep_merge, load_data_file
-from tapeout.errors import TapeoutError, from_validation, require_mapping, unknown_id
+from tapeout.errors import TapeoutError, from_validation, require_mapping, shown, unknown_id
 from tapeout.workloads.llm import IGNORED_HF_KEYS, LLMConfig
 from tapeout.workloads.recsys import RecsysConfig
 
@@ -70,9 +70,9 @@ def llm_from_mapping(
     raw = {KEY_ALIASES.get(k, k): v for k, v in data.items() if k not in IGNORED_HF_KEYS}
     model_type = raw.pop("model_type", None)
     if model_type is not None and "architecture" not in raw:
-        if model_type not in MODEL_TYPES:
+        if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
             raise TapeoutError(
-                f"{origin or ''}: {entry or ''}: field 'model_type': {model_type!r} is not supported; "
+                f"{origin or ''}: {entry or ''}: field 'model_type': {shown(model_type)} is not supported; "
                 f"known: {', '.join(sorted(MODEL_TYPES))}"
             )
         raw["architecture"] = MODEL_TYPES[model_type]

@@ -8,26 +8,27 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from tapeout.checks import MAX_COUNT, MAX_LAYERS, MAX_TOKENS
 from tapeout.frozen import Frozen
 
-PosInt = Annotated[int, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 
 
 class EmbeddingTable(Frozen):
     name: str | None = None
     rows: PosInt
     dim: PosInt
-    pooling: Annotated[float, Field(gt=0)] = 1.0  # mean lookups per sample (multi-hot size)
+    pooling: Annotated[float, Field(gt=0, le=MAX_COUNT)] = 1.0  # mean lookups per sample (multi-hot size)
     # Zipf exponent of the row-id distribution (0 = uniform); real click logs sit near 1.
     skew_alpha: Annotated[float, Field(ge=0.0, le=3.0)] = 0.0
 
 
 class Interaction(Frozen):
     kind: Literal["dot", "dcn", "transformer"]
-    layers: Annotated[int, Field(ge=0)] = 0
+    layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0
     low_rank: PosInt | None = None  # DCN-v2 low-rank cross layers
     heads: PosInt | None = None  # transformer over the user history
-    history_len: PosInt | None = None
+    history_len: Annotated[int, Field(gt=0, le=MAX_TOKENS)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Interaction:
@@ -49,7 +50,7 @@ class Evaluation(Frozen):
 
 class RecsysConfig(Frozen):
     architecture: Literal["dlrm"] = "dlrm"
-    dense_features: Annotated[int, Field(ge=0)]
+    dense_features: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     tables: tuple[EmbeddingTable, ...] = Field(min_length=1)
     bottom_mlp: tuple[PosInt, ...]
     interaction: Interaction
