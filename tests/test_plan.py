@@ -219,7 +219,7 @@ def small_model():
     from tapeout.sim.capacity import ServingModel
     from tapeout.sim.scenarios import auto_batch
 
-    replica, _ = make_replica(SMALL["model"], "h100-sxm", 1, InferencePlan())
+    replica, _, _ = make_replica(SMALL["model"], "h100-sxm", 1, InferencePlan())
     batch = auto_batch(replica, SMALL["input_len"], SMALL["output_len"])
     return replica, ServingModel(replica, SMALL["input_len"], SMALL["output_len"], max_batch=batch)
 

@@ -13,11 +13,13 @@ from typing import Any
 from tapeout import checks
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import resolve_chip
+from tapeout.hardware.spec import ChipSpec
 from tapeout.parallel.fields import as_dict
 from tapeout.parallel.inference import InferencePlan
 from tapeout.parallel.memory import Memory
 from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.training import TrainingPlan
+from tapeout.perf.calibration import Profile, SoftwareRef, table
 from tapeout.perf.system import System
 from tapeout.search import recsys as recsys_search
 from tapeout.search.training import SearchResult
@@ -39,6 +41,22 @@ SECONDS_PER_PLAN = 50e-6
 MAX_SECONDS = 600.0  # the default budget of one call
 MAX_REQUESTS = 10_000_000  # a simulated stream keeps about 250 bytes per request
 MIN_RATE = 1e-6  # requests/s: one every 11.6 days; slower streams are not a serving load
+
+
+def system_for(
+    chip: ChipSpec, chips: int, software: str | None, workload: str, *, chips_per_node: int | None = None
+) -> tuple[System, Profile]:
+    """`chips` of `chip` with the efficiency figures of `software` (`NAME[@VERSION]`; None: the
+    chip's stack, or the profile for chips with no measured software) for a `workload` (serving,
+    training, recsys), and which figures those are."""
+    ref = SoftwareRef.parse(software) if software is not None else None
+    cal, profile = table().resolve(chip.family, ref, workload)
+    return System.of(chip, chips, chips_per_node=chips_per_node, calibration=cal), profile
+
+
+def software_dict(profile: Profile) -> dict[str, Any]:
+    """How a report states the figures it ran with."""
+    return {"asked": profile.asked, "figures": list(profile.used), "note": profile.note}
 
 
 def _llm(model: ModelRef | LLMConfig, what: str) -> LLMConfig:
@@ -77,6 +95,7 @@ class ServeReport:
     memory: Memory
     prefill: Phase
     decode: Phase
+    software: Profile
 
     @property
     def tokens_per_s(self) -> float:
@@ -89,6 +108,7 @@ class ServeReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "hardware": self.hardware, "chips": self.chips,
+            "software": software_dict(self.software),
             "plan": {**as_dict(self.plan), "replicas": self.replicas, "kv_precision": self.plan.numerics.kv},
             "policy": self.policy, "arrivals": self.arrivals, **self.result.summary(),
             "memory_per_chip": self.memory.as_dict(),
@@ -106,12 +126,15 @@ def replica(
     plan: InferencePlan,
     *,
     max_tokens: int = 8192,
-) -> tuple[Replica, int]:
-    """A replica of `model` on `hardware` under `plan`, and how many of them `chips` hold."""
+    software: str | None = None,
+) -> tuple[Replica, int, Profile]:
+    """A replica of `model` on `hardware` under `plan` with the figures of `software`, how many
+    of them `chips` hold, and which figures those are."""
     config = _llm(model, "serving")
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "serve", None)
     replicas = plan.replicas(config, chips, chip.id)
-    return Replica.of(config, System.of(chip, plan.chips), plan, max_tokens=max_tokens), replicas
+    system, profile = system_for(chip, plan.chips, software, "serving")
+    return Replica.of(config, system, plan, max_tokens=max_tokens), replicas, profile
 
 
 def phases(rep: Replica, input_len: float, decode_batch: int, context: float) -> tuple[Phase, Phase]:
@@ -145,6 +168,7 @@ def serve(
     allow_long_context: bool = False,
     max_seconds: float | None = MAX_SECONDS,
     progress: Callable[[int], None] | None = None,
+    software: str | None = None,
 ) -> ServeReport:
     """Serve a request stream on `chips` chips and report what happened.
 
@@ -167,7 +191,7 @@ def serve(
         checks.optional_number(name, limit, "s", above=0)
     input_len, output_len = _length("input_len", input_len), _length("output_len", output_len)
     plan = plan or InferencePlan()
-    rep, replicas = replica(model, hardware, chips, plan, max_tokens=max_tokens)
+    rep, replicas, profile = replica(model, hardware, chips, plan, max_tokens=max_tokens, software=software)
     reqs, arrivals = _stream(trace, rate, requests, replicas, input_len, output_len, seed)
     _fits_context(rep.model, reqs, allow_long_context)
     checks.work(f"simulating {len(reqs):,} requests", _serve_seconds(rep, reqs, rate, replicas, max_batch),
@@ -182,6 +206,7 @@ def serve(
     return ServeReport(
         model=_name(model), hardware=rep.system.chip.id, chips=chips, plan=plan, replicas=replicas,
         policy=policy, arrivals=arrivals, result=result, memory=rep.memory, prefill=prefill, decode=decode,
+        software=profile,
     )  # fmt: skip
 
 
@@ -245,11 +270,13 @@ class TrainReport:
     model: str
     hardware: str
     chips: int
+    software: Profile
     result: TrainingResult
     search: SearchResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"model": self.model, "hardware": self.hardware, "chips": self.chips, **self.result.as_dict()}
+        out = {"model": self.model, "hardware": self.hardware, "chips": self.chips,
+               "software": software_dict(self.software), **self.result.as_dict()}  # fmt: skip
         if self.search is not None:
             s = self.search
             out["search"] = {"tried": s.tried, "feasible": s.feasible, "exhausted": s.exhausted,
@@ -271,6 +298,7 @@ def train(
     chips_per_node: int | None = None,
     allow_long_context: bool = False,
     max_seconds: float | None = MAX_SECONDS,
+    software: str | None = None,
 ) -> TrainReport:
     """Predict one training step with `plan`, or with the fastest plan that fits (`search`), the
     plan fields in `pins` kept and the rest of `plan` (overlaps, attention kernel, precision)
@@ -299,18 +327,19 @@ def train(
             f"a search of up to {budget:,} plans", budget * SECONDS_PER_PLAN, max_seconds, "--max-seconds"
         )
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "train", None)
-    system = System.of(chip, chips, chips_per_node=chips_per_node)
+    system, profile = system_for(chip, chips, software, "training", chips_per_node=chips_per_node)
     plan = plan or TrainingPlan()
     if not search:
         if pins:
             raise TapeoutError("pins go with a search; give the plan itself otherwise")
         result = train_step(config, system, plan, seq_len=seq_len, global_batch=global_batch)
-        return TrainReport(model=_name(model), hardware=chip.id, chips=chips, result=result)
+        return TrainReport(model=_name(model), hardware=chip.id, chips=chips, software=profile, result=result)
     found = search_plans(
         config, system, seq_len=seq_len, global_batch=global_batch, precision=plan.precision, budget=budget,
         tp_overlap=plan.tp_overlap, ep_overlap=plan.ep_overlap, attention=plan.attention, fixed=pins,
     )  # fmt: skip
-    return TrainReport(model=_name(model), hardware=chip.id, chips=chips, result=found.best, search=found)
+    return TrainReport(model=_name(model), hardware=chip.id, chips=chips, software=profile, result=found.best,
+                       search=found)  # fmt: skip
 
 
 # ---- recommendation models -----------------------------------------------------------------
@@ -322,6 +351,7 @@ class RecsysReport:
     mode: str  # "offline", "server" or "training"
     precision: str  # the dense part's format
     embedding_precision: str
+    software: Profile
     result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
 
     @property
@@ -331,6 +361,7 @@ class RecsysReport:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "hardware": self.hardware, "chips": self.chips, "mode": self.mode,
                 "precision": self.precision, "embedding_precision": self.embedding_precision,
+                "software": software_dict(self.software),
                 **self.result.as_dict()}  # fmt: skip
 
 
@@ -344,6 +375,7 @@ def recsys(
     pairs_per_sample: float = 1.0,
     latency_limit_s: float | None = None,
     training: bool = False,
+    software: str | None = None,
 ) -> RecsysReport:
     """Inference throughput at a batch, the highest QPS within a p99 limit, or a training step.
 
@@ -365,7 +397,8 @@ def recsys(
             raise TapeoutError("field 'batch': training needs the global batch (samples per step)")
         recsys_sim.check_global_batch(batch, chips, "batch")
     chip = resolve_chip(hardware if isinstance(hardware, str) else dict(hardware), "recsys", None)
-    rs = recsys_sim.RecsysSystem.of(config, System.of(chip, chips), plan or RecsysPlan(), training=training)
+    system, profile = system_for(chip, chips, software, "recsys")
+    rs = recsys_sim.RecsysSystem.of(config, system, plan or RecsysPlan(), training=training)
     result: recsys_sim.RecsysInferenceResult | recsys_sim.RecsysTrainingResult
     pairs = round(batch * pairs_per_sample) if batch else None
     if training:
@@ -381,4 +414,4 @@ def recsys(
     else:
         mode, result = "offline", recsys_sim.offline(rs, pairs_per_sample=pairs_per_sample, batch_pairs=pairs)
     return RecsysReport(model=_name(model), hardware=chip.id, chips=chips, mode=mode, precision=rs.dense_precision,
-                        embedding_precision=rs.embedding_precision, result=result)  # fmt: skip
+                        embedding_precision=rs.embedding_precision, software=profile, result=result)  # fmt: skip

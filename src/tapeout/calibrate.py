@@ -22,38 +22,24 @@ MAPE is worse than the MAPE of the figures in force on the same cases (unless fo
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import re
-import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tapeout._yaml import load_data_file
+from tapeout.calibration_file import check_target, write_calibration
 from tapeout.errors import TapeoutError
-from tapeout.perf.calibration import (
-    CALIBRATION_FILE,
-    ENV_VAR,
-    SCHEMA,
-    Calibration,
-    CalibrationTable,
-    active_file,
-    parse_table,
-    reload,
-    table,
-)
+from tapeout.perf.calibration import Calibration, CalibrationTable, active_file, table
 from tapeout.validate import Case, load_cases, predict
+
+__all__ = ["calibrate", "check_target", "write_calibration"]
 
 EIGHT_BIT = ("fp8", "int8", "fp4")
 JOINT = {"attention": ("attention", "attention_overhead_blocks")}
 # Search interval and tolerance of figures that are not fractions.
-RANGES = {"serving_pj_per_flop": (0.5, 5.0, 5e-3), "training_pj_per_flop": (0.3, 5.0, 5e-3)}
+RANGES = {"serving_pj_per_flop": (0.5, 5.0, 5e-3), "training_pj_per_flop": (0.3, 5.0, 5e-3),
+          "kernel_overhead_us": (0.0, 100.0, 0.05)}  # fmt: skip
 # Figures fitted on the absolute relative error (the median case), not its square: the serving
 # cases include a few that miss for reasons no figure can fix (an unstated power limit or
 # parallelism), and a squared loss would let them pull every other case.
@@ -83,6 +69,19 @@ def _case_group(case: Case) -> str | None:
     return None
 
 
+def case_keys(tbl: CalibrationTable, case: Case) -> tuple[str, ...]:
+    """The entries a case's figures come from, most specific first: its software's version,
+    profile and family, its chip's stack, the default."""
+    return tbl.profile(case.chip.family, case.software, case.workload).keys
+
+
+def case_calibration(
+    tbl: CalibrationTable, case: Case, values: Mapping[tuple[str, str], float] | None = None
+) -> Calibration:
+    """The figures a case runs with, `values` ((figure, entry) -> value) replacing the file's."""
+    return tbl.resolve_keys(case_keys(tbl, case), values)
+
+
 @dataclass(frozen=True, slots=True)
 class FitSpec:
     figures: tuple[str, ...]
@@ -90,7 +89,8 @@ class FitSpec:
     stack: str  # a stack name, or "default"
 
 
-def _fit_specs(tbl: CalibrationTable) -> list[FitSpec]:
+def fit_specs(tbl: CalibrationTable) -> list[FitSpec]:
+    """One fit per `fit:` entry of the file in force, in file order; a joint fit once."""
     specs: list[FitSpec] = []
     joint_members = {m for ms in JOINT.values() for m in ms[1:]}
     for name, entries in tbl.raw["figures"].items():
@@ -106,21 +106,18 @@ def _fit_specs(tbl: CalibrationTable) -> list[FitSpec]:
     return specs
 
 
-def _sourced_stacks(tbl: CalibrationTable, figure: str) -> set[str]:
-    entries = tbl.raw["figures"][figure]
-    return {s for s, e in entries.items() if isinstance(e, dict) and "source" in e}
-
-
-def _selected(spec: FitSpec, cases: list[Case], tbl: CalibrationTable) -> list[Case]:
+def selected(spec: FitSpec, cases: list[Case], tbl: CalibrationTable) -> list[Case]:
+    """The cases of `cases` that `spec` is fitted on (the confirmed ones, when two are)."""
+    entries = tbl.raw["figures"][spec.figures[0]]
+    sourced = {s for s, e in entries.items() if isinstance(e, dict) and "source" in e}
     out = []
     for case in cases:
         if _case_group(case) != spec.group:
             continue
-        stack = tbl.stack(case.chip.family)
         if spec.stack == "default":
-            if stack not in _sourced_stacks(tbl, spec.figures[0]):
+            if tbl.stack(case.chip.family) not in sourced:
                 out.append(case)
-        elif stack == spec.stack:
+        elif spec.stack in case_keys(tbl, case):  # its stack, or its software's profile or family
             out.append(case)
     confirmed = [c for c in out if c.confidence == "confirmed"]
     return confirmed if len(confirmed) >= 2 else out
@@ -151,16 +148,8 @@ class Figures:
         self.values: dict[tuple[str, str], float] = {}
 
     def calibration(self, case: Case, trial: dict[str, float] | None = None) -> Calibration:
-        stack = self.tbl.stack(case.chip.family)
-        cal = self.tbl.for_family(case.chip.family)
-        overrides: dict[str, float] = {}
-        for (fig, st), value in self.values.items():
-            has_own = stack in self.tbl.raw["figures"][fig]
-            if st == stack or (st == "default" and not has_own):
-                overrides[fig] = value
-        if trial:
-            overrides.update(trial)
-        return cal.with_values(**overrides)
+        cal = case_calibration(self.tbl, case, self.values)
+        return cal.with_values(**trial) if trial else cal
 
     def fit(self, spec: FitSpec, cases: list[Case]) -> dict[str, float]:
         absolute = spec.figures[0] in ABSOLUTE_LOSS
@@ -177,8 +166,7 @@ class Figures:
         first = spec.figures[0]
         if len(spec.figures) == 1:
             lo, hi, tol = RANGES.get(first, (0.05, 1.0, 1e-4))
-            x = _golden(lambda v: loss({first: v}), lo, hi, tol)
-            return {first: x}
+            return {first: _golden(lambda v: loss({first: v}), lo, hi, tol)}
         second = spec.figures[1]
         best: tuple[float, float, float] | None = None
         for step in range(0, 25):
@@ -195,7 +183,7 @@ class Figures:
         return {first: best[1], second: best[2]}
 
 
-def _fit_all(
+def fit_all(
     tbl: CalibrationTable,
     specs: list[FitSpec],
     cases: list[Case],
@@ -209,9 +197,9 @@ def _fit_all(
     if start is not None:
         figs.values = dict(start.values)
     for spec in specs:
-        if only_with is not None and only_with not in _selected(spec, cases, tbl):
+        if only_with is not None and only_with not in selected(spec, cases, tbl):
             continue  # a fit that never saw the held-out case keeps its full-data value
-        chosen = _selected(spec, pool, tbl)
+        chosen = selected(spec, pool, tbl)
         # Production figures need two cases; a held-out refit may rest on one.
         if len(chosen) < (1 if only_with is not None else 2):
             for fig in spec.figures:  # fall back to the default figure
@@ -227,9 +215,9 @@ def _figure_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
-        n = len(_selected(spec, cases, tbl))
+        n = len(selected(spec, cases, tbl))
         for fig in spec.figures:
-            current = tbl.default if spec.stack == "default" else tbl.stacks[spec.stack]
+            current = tbl.resolve_keys((spec.stack, "default"))
             rows.append({
                 "figure": fig, "stack": spec.stack, "n": n,
                 "fitted": full.values.get((fig, spec.stack), getattr(current, fig)),
@@ -246,7 +234,7 @@ def _per_case(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """In-sample and held-out error of every reported case the tool predicts."""
-    fitted_ids = {c.id for spec in specs for c in _selected(spec, cases, tbl)}
+    fitted_ids = {c.id for spec in specs for c in selected(spec, cases, tbl)}
     per_case: list[dict[str, Any]] = []
     for done, case in enumerate(cases):
         if progress is not None:
@@ -257,7 +245,7 @@ def _per_case(
         if in_sample is None:
             continue  # `tapeout validate` reports it, with the reason, as a miss
         if case.id in fitted_ids:
-            held = _fit_all(
+            held = fit_all(
                 tbl, specs, cases, [c for c in cases if c.id != case.id], start=full, only_with=case
             )
             held_out = predict(case, held.calibration(case)).error
@@ -274,7 +262,7 @@ def _current_mape(tbl: CalibrationTable, cases: list[Case], per_case: list[dict[
     """MAPE of the figures in force over the cases of `per_case`; a case they cannot predict
     counts as a 100 % miss, as in `tapeout validate`."""
     by_id = {c.id: c for c in cases}
-    errors = [predict(by_id[r["id"]], tbl.for_family(by_id[r["id"]].chip.family)).error for r in per_case]
+    errors = [predict(by_id[r["id"]], case_calibration(tbl, by_id[r["id"]])).error for r in per_case]
     return sum(1.0 if e is None else abs(e) for e in errors) / len(errors)
 
 
@@ -298,8 +286,8 @@ def calibrate(
         check_target(write, cases=path)  # before the fit, which can take minutes
     tbl = table()
     cases = load_cases(path)
-    specs = _fit_specs(tbl)
-    full = _fit_all(tbl, specs, cases, cases)
+    specs = fit_specs(tbl)
+    full = fit_all(tbl, specs, cases, cases)
     per_case = _per_case(tbl, specs, cases, full, serving, progress)
     if not per_case:
         raise TapeoutError(
@@ -351,149 +339,3 @@ def _refuse_if_worse(result: dict[str, Any], force: bool) -> bool:
             f"{len(result['cases'])} cases; --force writes it anyway"
         )
     return True
-
-
-# ---- writing a calibration file ------------------------------------------------------------
-def check_target(path: Path, cases: Path | None = None) -> Path:
-    """Where a calibration file may be written: anywhere but over the package's own file, the
-    case file, or an existing file that is not a calibration file. Returns it absolute."""
-    if str(path).startswith("-"):  # `--write --json` would otherwise write a file named --json
-        raise TapeoutError(f"--write needs the PATH of the calibration file to write; got {str(path)!r}")
-    if path.suffix == ".json":  # the loader would read it as JSON
-        raise TapeoutError(f"{path}: a calibration file is written as YAML; name a .yaml file")
-    target = path.expanduser().resolve()
-    if _same_file(target, CALIBRATION_FILE):
-        raise TapeoutError(
-            f"{path}: this is the package's own calibration file ({CALIBRATION_FILE}), which is never "
-            f"rewritten: give a path of your own and use it with --calibration PATH or {ENV_VAR}=PATH "
-            "(the shipped figures change only by editing that file by hand)"
-        )
-    if cases is not None and _same_file(target, cases):
-        raise TapeoutError(f"{path}: this is the case file the figures are fitted on")
-    if not target.parent.is_dir():
-        raise TapeoutError(f"{path}: directory {target.parent} does not exist")
-    if target.is_dir():
-        raise TapeoutError(f"{path}: is a directory; give the path of a file")
-    if target.exists():
-        try:
-            data = load_data_file(target)
-        except TapeoutError:
-            data = None
-        if not (isinstance(data, Mapping) and data.get("schema") == SCHEMA):
-            raise TapeoutError(f"{path}: exists and is not a calibration file ({SCHEMA}); not replacing it")
-    return target
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Also through links: a hard link to the package's file is the package's file."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def write_calibration(
-    values: Mapping[tuple[str, str], float], path: Path, *, cases: Path | None = None
-) -> Path:
-    """Write the calibration file in force, with `values` ((figure, stack) -> value) in place
-    of its entries and its comments and layout kept, to `path`: checked in full first, then
-    atomically. Returns the absolute path written."""
-    target = check_target(path, cases)
-    source = active_file()
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TapeoutError(f"{source}: cannot read: {exc.strerror}") from exc
-    values = _carried(text, values)
-    text = _replace_values(text, values)
-    _check_fit(text, values, f"{target} (not written)")
-    _atomic_write(target, text)
-    if _same_file(target, active_file()):
-        reload()  # the figures in force were the ones just replaced
-    return target
-
-
-def _carried(text: str, values: Mapping[tuple[str, str], float]) -> dict[tuple[str, str], float]:
-    """The fitted values the file has an entry for. A joint fit also yields its partner figure
-    for the stack (attention's overhead blocks for CUDA); where the file gives that stack no
-    entry of its own, the stack takes the default figure, and so does the written file."""
-    data = yaml.safe_load(text)
-    figures = data.get("figures") if isinstance(data, Mapping) else None
-    if not isinstance(figures, Mapping):
-        return dict(values)
-    return {
-        (fig, stack): v
-        for (fig, stack), v in values.items()
-        if not isinstance(figures.get(fig), Mapping) or stack in figures[fig]
-    }
-
-
-def _replace_values(text: str, values: Mapping[tuple[str, str], float]) -> str:
-    """Each `    stack: {value: X, ...}` entry of a fitted figure with its new value."""
-    lines = text.splitlines(keepends=True)
-    figure = None
-    for i, line in enumerate(lines):
-        top = re.match(r"^  ([a-z0-9_]+):\s*$", line)
-        if top:
-            figure = top.group(1)
-            continue
-        entry = re.match(r"^    ([a-z0-9_]+): \{value: ([0-9.]+)(.*)$", line)
-        if figure and entry and (figure, entry.group(1)) in values:
-            value = values[(figure, entry.group(1))]
-            lines[i] = f"    {entry.group(1)}: {{value: {value:.3f}{entry.group(3)}\n"
-    return "".join(lines)
-
-
-def _check_fit(text: str, values: Mapping[tuple[str, str], float], origin: str) -> None:
-    """The text about to be written parses, passes every check a calibration file must, and
-    holds each fitted value (an entry in a layout `_replace_values` does not know is refused,
-    not dropped)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TapeoutError(f"{origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise TapeoutError(f"{origin}: expected a mapping")
-    parse_table(data, origin)
-    for (figure, stack), value in values.items():
-        entry = data["figures"][figure].get(stack)
-        held = entry.get("value") if isinstance(entry, Mapping) else None
-        if not isinstance(held, int | float) or abs(held - round(value, 3)) > 1e-9:
-            raise TapeoutError(
-                f"{origin}: figures.{figure}.{stack}: the file in force has no one-line "
-                f"'{stack}: {{value: ...}}' entry to hold the fitted {value:.3f}"
-            )
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """All or nothing: the text goes to a temporary file beside `target`, reaches the disk, then
-    takes `target`'s name in one rename; a failure anywhere leaves `target` as it was."""
-    try:
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise TapeoutError(f"{target}: cannot write: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes it private; keep the mode of the file it replaces
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise TapeoutError(f"{target}: cannot write: {exc.strerror or exc}") from exc
-        raise
-    _sync_directory(target.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable; where a directory cannot be opened (not POSIX), skip."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

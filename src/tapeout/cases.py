@@ -28,7 +28,7 @@ from tapeout.hardware.spec import SPEC_MAX, SPEC_MIN, ChipSpec
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
 from tapeout.parallel.training import TrainingPlan
-from tapeout.perf.calibration import Calibration
+from tapeout.perf.calibration import Calibration, calibration_for
 from tapeout.perf.system import System
 from tapeout.precision import Precision
 from tapeout.workloads.models import ModelConfig, resolve_model
@@ -41,6 +41,12 @@ Tokens = Annotated[int, Field(gt=0, le=MAX_TOKENS)]
 Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
 # Sequences in flight in an LLM case: 16 x the largest batch an engine runs (TensorRT-LLM, 4,096).
 MAX_BATCH = 65_536
+# The software family that runs each kind of case (the calibration's `software.families`).
+WORKLOADS = {
+    "gemm": "kernels", "attention": "kernels", "memory": "kernels", "collective": "kernels",
+    "llm_inference": "serving", "llm_training": "training",
+    "recsys_inference": "recsys", "recsys_training": "recsys",
+}  # fmt: skip
 EARLIEST_SOFTWARE = "2015-01"  # no accelerator software older than this is a case
 
 
@@ -204,13 +210,18 @@ class Case:
     software: Software | None = None
     plan: InferencePlan | TrainingPlan | None = None  # what an LLM case states, checked
 
+    @property
+    def workload(self) -> str:
+        """What kind of software ran the case: serving, training, recsys or kernels."""
+        return WORKLOADS[self.kind]
+
     def system(self, calibration: Calibration | None = None) -> System:
         return System.of(
             self.chip,
             self.chips,
             chips_per_node=self.chips_per_node,
             scale_out_gbit_s_per_chip=self.scale_out_gbit_s_per_chip,
-            calibration=calibration,
+            calibration=calibration or calibration_for(self.chip.family, self.software, self.workload),
         )
 
 

@@ -31,7 +31,7 @@ from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf import System, op_cost
 from tapeout.perf.attention import schema_attention_flops
-from tapeout.perf.calibration import Calibration
+from tapeout.perf.calibration import Calibration, SoftwareRef, profile_for
 from tapeout.search import recsys as recsys_search
 from tapeout.search import serving as serving_search
 from tapeout.sim import recsys as recsys_sim
@@ -290,6 +290,30 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
         "by_kind": by(lambda r: r.kind),
         "by_confidence": by(lambda r: r.confidence),
     }
+
+
+def with_software(cases: list[Case], software: SoftwareRef | None) -> list[Case]:
+    """The cases as run under `software` instead of their own, at their own dates (a what-if:
+    `validate --software`); None leaves them as they are."""
+    if software is None:
+        return cases
+    return [
+        dataclasses.replace(case, software=Software(name=software.name, version=software.version,
+                                                    date=case.software.date if case.software else None))
+        for case in cases
+    ]  # fmt: skip
+
+
+def software_notes(cases: list[Case]) -> list[str]:
+    """What a run must say once about the cases' software: each name the calibration does not
+    take as given, with the figures used instead and how many cases it covers."""
+    notes: dict[str, list[str]] = {}
+    for case in cases:
+        profile = profile_for(case.chip.family, case.software, case.workload)
+        if profile.note and case.software is not None:
+            notes.setdefault(f"software {profile.asked!r}: {profile.note}", []).append(case.id)
+    return [f"{note} ({len(ids)} case(s): {', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+            for note, ids in notes.items()]  # fmt: skip
 
 
 def predict_all(path: Path, calibration: Calibration | None = None) -> list[CaseResult]:

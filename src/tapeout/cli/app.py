@@ -29,6 +29,14 @@ app.add_typer(models_app, name="models")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Hardware = Annotated[str, typer.Option("--hardware", help="A hardware catalog id, or a design file.")]
+Software = Annotated[
+    str | None,
+    typer.Option(
+        "--software",
+        help="NAME[@VERSION]: the engine or framework whose figures to use (trt-llm, vllm, gpt-fast, "
+        "megatron-lm, nemo, maxtext, hugectr...; mature or launch for a new chip) [default: the chip's stack].",
+    ),
+]
 Chips = Annotated[int, typer.Option("--chips", help="Chips in the system (1 to 1,000,000).")]
 MaxSeconds = Annotated[
     float,

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tapeout.cli.app import JsonFlag, app, console, num, print_json
+from tapeout.cli.app import JsonFlag, Software, app, console, num, print_json
 
 
 def _fmt(x: float | None) -> str:
@@ -33,13 +33,19 @@ def validate(
         Path | None,
         typer.Argument(help="A case file (schema tapeout-validation/1); default: the bundled public cases."),
     ] = None,
+    software: Software = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Predict every case of a validation file and report the errors."""
+    """Predict every case of a validation file and report the errors; with --software, every case
+    as run under that software instead of its own (a what-if)."""
     # imported here, not at the top: start-up time (see the package docstring)
-    from tapeout.validate import PUBLIC_CASES, load_cases, predict, report
+    from tapeout.perf.calibration import SoftwareRef
+    from tapeout.validate import PUBLIC_CASES, load_cases, predict, report, software_notes, with_software
 
-    cases = load_cases(file or PUBLIC_CASES)
+    ref = SoftwareRef.parse(software) if software is not None else None
+    cases = with_software(load_cases(file or PUBLIC_CASES), ref)
+    for note in software_notes(cases):  # once per name, on stderr: JSON output stays per the schema
+        Console(stderr=True, width=None if sys.stderr.isatty() else 200).print(f"note: {escape(note)}")
     with _progress("predicting", not as_json and sys.stderr.isatty()) as bar:
         results = [predict(c) for c in bar.track(cases)]
     if as_json:
@@ -103,16 +109,34 @@ def calibrate(
         bool,
         typer.Option("--serving", help="Also report held-out errors of the LLM serving cases (minutes)."),
     ] = False,
+    split_date: Annotated[
+        str | None,
+        typer.Option(
+            "--split-date",
+            metavar="YYYY-MM",
+            help="Fit on the cases dated before this month (and the undated ones) and report the error "
+            "on the cases dated in it or later, beside the figures in force. An evaluation: not with --write.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-derive the efficiency figures from the public cases, with held-out errors."""
+    """Re-derive the efficiency figures from the public cases, with held-out errors; with
+    --split-date, fit on the cases dated before a month and report the error on the later ones."""
     # imported here, not at the top: start-up time (see the package docstring)
     from tapeout.calibrate import calibrate as fit
     from tapeout.errors import TapeoutError
     from tapeout.validate import PUBLIC_CASES
 
+    if split_date is not None and write is not None:
+        raise TapeoutError(
+            f"--write cannot be used with --split-date {split_date}: a split fit is an evaluation of how "
+            "the figures carry over to later results, not a calibration to use; drop --split-date to write one"
+        )
     if force and write is None:
         raise TapeoutError("--force applies only with --write PATH")
+    if split_date is not None:
+        _split(cases or PUBLIC_CASES, split_date, serving, as_json)
+        return
     with _progress("fitting and holding out", not as_json and sys.stderr.isatty()) as bar:
         task = bar.add_task("fit", total=None)
         result = fit(cases or PUBLIC_CASES, write=write, serving=serving, force=force,
@@ -123,6 +147,62 @@ def calibrate(
     _print_fit(result)
     if "written" in result:
         _print_written(result)
+
+
+def _split(cases: Path, month: str, serving: bool, as_json: bool) -> None:
+    """`calibrate --split-date`: fit on the earlier cases, report the error on the later ones."""
+    from tapeout.calibrate_split import split
+
+    with _progress("fitting on the earlier cases", not as_json and sys.stderr.isatty()) as bar:
+        task = bar.add_task("fit", total=None)
+        result = split(cases, month, serving=serving,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
+    if as_json:
+        print_json(result)
+    else:
+        _print_split(result)
+
+
+def _pct(x: float | None) -> str:
+    return "unsupported" if x is None else f"{100 * x:+.1f}%"
+
+
+def _print_split(result: dict[str, Any]) -> None:
+    month, n = result["split_date"], result["counts"]
+    table = Table(title=f"figures fitted on the {n['fitted_on']} cases dated before {month} or undated")
+    for col in ("figure", "stack", "split fit", "in force", "cases"):
+        table.add_column(col)
+    for f in result["figures"]:
+        fitted = "kept (in force)" if f["fitted"] is None else f"{f['fitted']:.3f}"
+        table.add_row(escape(f["figure"]), escape(f["stack"]), fitted, f"{f['current']:.3f}", str(f["n"]))
+    console.print(table)
+    later = Table(title=f"error on the cases dated {month} or later")
+    for col in ("case", "kind", "date", "split fit", "in force", ""):
+        later.add_column(col)
+    for c in result["cases"]:
+        note = "figure kept in force" if c["kept"] else ""
+        later.add_row(
+            escape(c["id"]), c["kind"], c["date"], _pct(c["error_split"]), _pct(c["error_current"]), note
+        )
+    console.print(later)
+    groups = [*result["by_kind"].items(), *result["by_confidence"].items(), ("all", result["all"])]
+    if 0 < result["carried_over"]["n"] < result["all"]["n"]:
+        groups.append(("without a figure kept in force", result["carried_over"]))
+    for label, k in groups:
+        kept = f" ({k['kept']} with a figure kept in force)" if k["kept"] else ""
+        console.print(
+            f"{escape(label)}: {k['n']} later cases{kept}, MAPE of the split fit "
+            f"{100 * k['mape_split']:.1f}%, of the figures in force {100 * k['mape_current']:.1f}%"
+        )
+    skipped = ", ".join(f"{kind} {count}" for kind, count in n["not_evaluated"].items())
+    if "llm_inference" in n["not_evaluated"]:
+        skipped += "; --serving adds llm_inference"
+    console.print(
+        f"{n['cases']} cases: {n['undated']} undated (fitted on, never evaluated), {n['earlier']} dated "
+        f"before {month}; fitted on {n['fitted_on']}; {n['later']} dated {month} or later, evaluated "
+        f"{n['evaluated']}" + (f" (not evaluated: {skipped})" if skipped else ""),
+        highlight=False,
+    )
 
 
 def _print_fit(result: dict[str, Any]) -> None:

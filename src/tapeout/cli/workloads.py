@@ -12,7 +12,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from tapeout.cli.app import Chips, Hardware, JsonFlag, MaxSeconds, app, busy, console, num, print_json, text
+from tapeout.cli.app import (
+    Chips,
+    Hardware,
+    JsonFlag,
+    MaxSeconds,
+    Software,
+    app,
+    busy,
+    console,
+    num,
+    print_json,
+    text,
+)
 from tapeout.cli.options import plan_options
 from tapeout.parallel.fields import plan_fields
 from tapeout.parallel.inference import InferencePlan
@@ -61,6 +73,7 @@ def serve(
     ] = None,
     allow_long_context: LongContext = False,
     max_seconds: MaxSeconds = 600.0,
+    software: Software = None,
     as_json: JsonFlag = False,
     plan_given: dict[str, Any] | None = None,
 ) -> None:
@@ -78,7 +91,7 @@ def serve(
             model, hardware, chips, plan, input_len=input_len, output_len=output_len, rate=rate, trace=trace,
             requests=requests, max_batch=max_batch, max_tokens=max_tokens, policy=policy, ttft_limit_s=ttft_limit,
             tpot_limit_s=tpot_limit, allow_long_context=allow_long_context, max_seconds=max_seconds,
-            progress=(lambda n: bar.update(task, completed=n)) if show else None,
+            software=software, progress=(lambda n: bar.update(task, completed=n)) if show else None,
         )  # fmt: skip
     if as_json:
         print_json(out.as_dict())
@@ -103,6 +116,7 @@ def _print_serve(out: Any, limits: bool) -> None:
         f"{p['pp']} x ep {p['ep']}; formats: weights {p['precision']}, activations {act}, KV cache "
         f"{p['kv_precision']}; policy {out.policy}; {_ARRIVALS[out.arrivals]}"
     )
+    console.print(f"software: {text(str(out.software))}")
     console.print(
         f"throughput (all {out.replicas} replica(s)): {num(d['tokens_per_s'])} output tokens/s, "
         f"{num(d['requests_per_s'])} requests/s"
@@ -152,6 +166,7 @@ def train(
     ] = None,
     allow_long_context: LongContext = False,
     max_seconds: MaxSeconds = 600.0,
+    software: Software = None,
     as_json: JsonFlag = False,
     plan_given: dict[str, Any] | None = None,
 ) -> None:
@@ -165,7 +180,8 @@ def train(
     with busy("searching plans" if do_search else "predicting the step", as_json):
         out = run_train(model, hardware, chips, seq_len=seq_len, global_batch=global_batch, plan=plan,
                         search=do_search, pins=pins, budget=budget, chips_per_node=chips_per_node,
-                        allow_long_context=allow_long_context, max_seconds=max_seconds)  # fmt: skip
+                        allow_long_context=allow_long_context, max_seconds=max_seconds,
+                        software=software)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
@@ -179,6 +195,7 @@ def train(
         f"{p['recompute']}, ZeRO {p['zero']}"
         + (f" sharded over {p['zero_shard']} ranks" if p["zero_shard"] else "")
     )
+    console.print(f"software: {text(str(out.software))}")
     if out.search is not None:
         s = out.search
         console.print(
@@ -229,6 +246,7 @@ def recsys_cmd(
         float | None, typer.Option("--latency-limit", help="p99 limit, s: server mode.")
     ] = None,
     training: Annotated[bool, typer.Option("--train", help="A training step instead of inference.")] = False,
+    software: Software = None,
     as_json: JsonFlag = False,
     plan_given: dict[str, Any] | None = None,
 ) -> None:
@@ -239,7 +257,7 @@ def recsys_cmd(
     plan = RecsysPlan(**(plan_given or {}))
     with busy("searching the rate" if latency_limit is not None else "predicting", as_json):
         out = run_recsys(model, hardware, chips, plan, batch=batch, pairs_per_sample=pairs_per_sample,
-                         latency_limit_s=latency_limit, training=training)  # fmt: skip
+                         latency_limit_s=latency_limit, training=training, software=software)  # fmt: skip
     if as_json:
         print_json(out.as_dict())
         return
@@ -248,6 +266,7 @@ def recsys_cmd(
         f"{out.embedding_precision} tables, {out.sharding} sharding, {num(pairs_per_sample)} user-item "
         f"pair(s) per sample"
     )
+    console.print(f"software: {text(str(out.software))}")
     for key, value in out.result.as_dict().items():
         if key == "sharding" or value is None:
             continue

@@ -13,9 +13,11 @@ torchtitan's placements do; the collectives follow from the graph's markers:
   source rank before the return); nothing when they share their tokens;
 - a recommendation model's exchange of pooled vectors: an all-to-all among the chips unless
   every chip holds every table.
-Expert ops follow their routing: a rank runs the experts it holds that receive tokens, with the
-tokens of every token group that reaches them. Embedding lookups follow the tables' placement: a
-chip serves its share of each table, and the lookups of all the tables it serves with one row
+Expert ops follow their routing (`workloads.moe`): the step waits for the busiest
+expert-parallel rank, which runs the experts it holds that receive tokens with the rows the most
+loaded rank gets from every token group that reaches them, and whose dispatch and combine move
+that rank's payload (the mean times the routing's imbalance). Embedding lookups follow the
+tables' placement: a chip serves its share of each table, and the lookups of all the tables it serves with one row
 width run as one table-batched kernel (FBGEMM's TBE, HugeCTR's embedding collection). Under context parallelism each rank runs its
 share of the core attention, with the key/value blocks passed around the ring (`cp.ring`,
 twice in the backward: keys and values, then their gradients).
@@ -192,6 +194,16 @@ def _routed(node: Node, layout: Layout) -> tuple[Op, Routing]:
     )
 
 
+def _exchanged(r: Routing, size: float, layout: Layout) -> tuple[float, Routing]:
+    """An expert exchange's payload on the busiest rank (the mean `size` times the routing's
+    imbalance over the ranks that hold the experts), and the routing as that rank sees it: the
+    rank that receives the most copies in the dispatch returns as many in the combine, and sorts
+    them on arrival and before the return."""
+    local = r.experts // layout.ep
+    seen = rebuild(r, local=local, reach=layout.token_groups)
+    return size * seen.imbalance(r.tokens * layout.token_groups, local), seen
+
+
 def _marker(node: Node, layout: Layout) -> list[Node]:
     """The collective a one-rank marker becomes on `layout`."""
     op = node.op
@@ -206,11 +218,14 @@ def _marker(node: Node, layout: Layout) -> list[Node]:
     if isinstance(op, AllToAll):
         if not layout.exchange:
             return []
+        routed = node.routed
+        if routed is not None:
+            size, routed = _exchanged(routed, size, layout)
         sort = Copy(size_bytes=size, name=f"{op.name}.sort")
         moved = AllToAll(ranks=ranks, bytes_per_rank=size, name=op.name)
         sort_dims = tuple(("size_bytes", names) for f, names in node.dims if f == "bytes_per_rank")
-        sorted_ = rebuild(node, op=sort, split=(), dims=sort_dims)
-        sent = rebuild(node, op=moved, split=())
+        sorted_ = rebuild(node, op=sort, split=(), dims=sort_dims, routed=routed)
+        sent = rebuild(node, op=moved, split=(), routed=routed)
         return [sent, sorted_] if "dispatch" in op.name else [sorted_, sent]
     split_stream = layout.sequence_parallel and axis in ("tp", "moe")
     new: Collective | None

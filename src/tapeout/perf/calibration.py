@@ -14,13 +14,15 @@ figure finite and within `LIMITS`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tapeout._yaml import load_data_file
 from tapeout.errors import TapeoutError
@@ -114,21 +116,140 @@ def _value(entry: Any, origin: str | Path, figure: str, stack: str) -> float:
     return float(value)
 
 
+class SoftwareLike(Protocol):
+    """What ran, or will run, a workload: a case's `software`, or `--software NAME[@VERSION]`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
+class SoftwareRef:
+    """A software named on the command line or in an API call: `NAME[@VERSION]`.
+
+    >>> SoftwareRef.parse("trt-llm@0.17")
+    SoftwareRef(name='trt-llm', version='0.17')
+    """
+
+    name: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, field: str = "software") -> SoftwareRef:
+        name, at, version = text.strip().partition("@")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._+-]*", name) or (at and not version.strip()):
+            raise TapeoutError(
+                f"field {field!r}: {text!r} is not NAME[@VERSION] (a lower-case name such as trt-llm, "
+                "vllm, megatron-lm or mature, then an optional version)"
+            )
+        return cls(name, version.strip() or None)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """A software profile of the file: the family it belongs to (a serving engine, a training
+    framework...), or the stack whose figures it takes (`like`, for `mature` and `launch`)."""
+
+    family: str | None
+    like: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Which figures a run took: the software asked for, the keys searched (most specific first)
+    and a note when the name was not a profile of the file."""
+
+    asked: str | None
+    keys: tuple[str, ...]  # searched, most specific first
+    used: tuple[str, ...]  # those of `keys` with figures of their own
+    note: str | None = None
+
+    def __str__(self) -> str:
+        head = f"{self.asked or 'none given'}: figures of {' > '.join(self.used)}"
+        return head + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # by identity: a table is read once
 class CalibrationTable:
-    """Stacks, the families each covers, and the figures of each."""
+    """Stacks, the families each covers, software profiles, and each figure's entries."""
 
     stack_of_family: Mapping[str, str]
-    default: Calibration
-    stacks: Mapping[str, Calibration]
+    profiles: Mapping[str, ProfileSpec]
+    unmeasured: str | None  # the profile a chip whose family has no stack takes by default
+    entries: Mapping[str, Mapping[str, float]]  # figure -> key (default, stack, family, profile) -> value
     raw: Mapping[str, Any]
 
-    def for_family(self, family: str) -> Calibration:
+    @property
+    def default(self) -> Calibration:
+        return self.resolve_keys(("default",))
+
+    @property
+    def stacks(self) -> dict[str, Calibration]:
+        """Each stack's figures (its own entries, else the default)."""
+        return {s: self.resolve_keys((s, "default")) for s in set(self.stack_of_family.values())}
+
+    def profile(
+        self, family: str, software: SoftwareLike | None = None, workload: str | None = None
+    ) -> Profile:
+        """The keys whose entries a chip of `family` running `software` takes, most specific first:
+        `NAME@VERSION`, `NAME`, the profile's family, the chip's stack (or the stack a `like`
+        profile names), the default. A chip whose family has no stack and no software given takes
+        the `unmeasured` profile. A name the file does not know, or a profile of another family
+        than the `workload` (serving, training, recsys), takes the chip's stack, with a note."""
         stack = self.stack_of_family.get(family)
-        return self.stacks.get(stack, self.default) if stack else self.default
+        keys: list[str] = []
+        note = None
+        asked = None
+        if software is None and stack is None and self.unmeasured:
+            software = SoftwareRef(self.unmeasured)
+            note = f"{family} has no measured software; the profile for such chips"
+        if software is not None:
+            asked = software.name + (f"@{software.version}" if software.version else "")
+            spec = self.profiles.get(software.name)
+            instead = f"the {stack or 'default'} figures used instead"
+            if spec is None:
+                note = f"not a profile of the calibration; {instead}"
+            elif workload and spec.family not in (None, workload, "kernels"):
+                note = f"a {spec.family} profile, not a {workload} one; {instead}"
+            else:
+                if software.version:
+                    keys.append(asked)
+                keys += [software.name] + ([spec.family] if spec.family else [])
+                stack = spec.like or stack
+        keys += ([stack] if stack else []) + ["default"]
+        found = tuple(dict.fromkeys(keys))
+        used = tuple(k for k in found if any(k in by_key for by_key in self.entries.values()))
+        return Profile(asked, found, used, note)
+
+    def resolve_keys(
+        self, keys: tuple[str, ...], overrides: Mapping[tuple[str, str], float] | None = None
+    ) -> Calibration:
+        """Each figure from the first of `keys` that has an entry for it (`overrides` replacing
+        the file's value of an entry)."""
+        values = {}
+        for figure, by_key in self.entries.items():
+            key = next(k for k in keys if k in by_key)
+            values[figure] = overrides.get((figure, key), by_key[key]) if overrides else by_key[key]
+        return Calibration(**values)
+
+    def resolve(
+        self, family: str, software: SoftwareLike | None = None, workload: str | None = None
+    ) -> tuple[Calibration, Profile]:
+        profile = self.profile(family, software, workload)
+        return _resolved(self, profile.keys), profile
+
+    def for_family(self, family: str) -> Calibration:
+        return self.resolve(family)[0]
 
     def stack(self, family: str) -> str:
         return self.stack_of_family.get(family, "default")
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(tbl: CalibrationTable, keys: tuple[str, ...]) -> Calibration:
+    return tbl.resolve_keys(keys)
 
 
 def _mapping(value: Any, origin: str | Path, field: str) -> Mapping[str, Any]:
@@ -137,11 +258,14 @@ def _mapping(value: Any, origin: str | Path, field: str) -> Mapping[str, Any]:
     return value
 
 
+RESERVED = ("default", "explain")  # the figure entries use these keys themselves
+
+
 def _families(stacks_raw: Mapping[str, Any], origin: str | Path) -> dict[str, str]:
     """The stack of each chip family; a family in two stacks would get either's figures."""
     out: dict[str, str] = {}
     for stack, families in stacks_raw.items():
-        if stack in ("default", "explain"):  # the figure entries use these keys themselves
+        if stack in RESERVED:
             raise TapeoutError(f"{origin}: field 'stacks': {stack!r} cannot name a stack")
         if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
             raise TapeoutError(
@@ -156,6 +280,37 @@ def _families(stacks_raw: Mapping[str, Any], origin: str | Path) -> dict[str, st
     return out
 
 
+def _profiles(
+    raw: Mapping[str, Any], stacks: Mapping[str, Any], origin: str | Path
+) -> tuple[dict[str, ProfileSpec], set[str], str | None]:
+    """The `software` section: its families, its profiles and the profile of unmeasured chips."""
+    families = raw.get("families") or []
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        raise TapeoutError(f"{origin}: field 'software.families': expected a list of names, got {families!r}")
+    profiles: dict[str, ProfileSpec] = {}
+    for name, entry in _mapping(raw.get("profiles") or {}, origin, "software.profiles").items():
+        where = f"{origin}: field 'software.profiles.{name}'"
+        entry = _mapping(entry, origin, f"software.profiles.{name}")
+        family, like = entry.get("family"), entry.get("like")
+        if name in RESERVED or name in stacks or name in families:
+            raise TapeoutError(f"{where}: the name is taken by a stack, a family or the file itself")
+        if family is not None and family not in families:
+            raise TapeoutError(f"{where}: family {family!r} is not in software.families {families}")
+        if like is not None and like not in stacks:
+            raise TapeoutError(f"{where}: like {like!r} is not a stack ({', '.join(stacks)})")
+        profiles[name] = ProfileSpec(family, like)
+    unmeasured = raw.get("unmeasured")
+    if unmeasured is not None and unmeasured not in profiles:
+        raise TapeoutError(f"{origin}: field 'software.unmeasured': {unmeasured!r} is not a profile")
+    return profiles, set(families), unmeasured
+
+
+def _entry_keys(name: str, profiles: Mapping[str, ProfileSpec], known: set[str]) -> bool:
+    """Whether a figure's entry key names something: a stack, a family, a profile, or a profile
+    at a version (`trt-llm@0.17`)."""
+    return name in known or name.partition("@")[0] in profiles
+
+
 def parse_table(data: Mapping[str, Any], origin: str | Path = CALIBRATION_FILE) -> CalibrationTable:
     """Check and parse a calibration file's contents; errors name `origin`, the field and the value."""
     if data.get("schema") != SCHEMA:
@@ -167,20 +322,20 @@ def parse_table(data: Mapping[str, Any], origin: str | Path = CALIBRATION_FILE) 
     if unknown or missing:
         raise TapeoutError(f"{origin}: figures: unknown {unknown}, missing {missing}")
     family_stack = _families(stacks_raw, origin)
-    for name, entries in figures_raw.items():
-        stray = sorted(
-            set(_mapping(entries, origin, f"figures.{name}")) - {"explain", "default"} - set(stacks_raw)
-        )
+    profiles, families, unmeasured = _profiles(
+        _mapping(data.get("software") or {}, origin, "software"), stacks_raw, origin
+    )
+    known = {"default", *stacks_raw, *families}
+    entries: dict[str, dict[str, float]] = {}
+    for name in FIGURES:
+        raw = _mapping(figures_raw[name], origin, f"figures.{name}")
+        stray = sorted(k for k in raw if k != "explain" and not _entry_keys(k, profiles, known))
         if stray:
-            raise TapeoutError(f"{origin}: figures.{name}: unknown stacks {stray}")
-    default = Calibration(**{f: _value(figures_raw[f].get("default"), origin, f, "default") for f in FIGURES})
-    stacks: dict[str, Calibration] = {}
-    for stack in stacks_raw:
-        values = {
-            f: _value(figures_raw[f][stack], origin, f, stack) for f in FIGURES if stack in figures_raw[f]
-        }
-        stacks[stack] = replace(default, **values)
-    return CalibrationTable(family_stack, default, stacks, data)
+            raise TapeoutError(f"{origin}: figures.{name}: unknown stacks, families or profiles {stray}")
+        if "default" not in raw:
+            raise TapeoutError(f"{origin}: figures.{name}: missing the 'default' entry")
+        entries[name] = {k: _value(v, origin, name, k) for k, v in raw.items() if k != "explain"}
+    return CalibrationTable(family_stack, profiles, unmeasured, entries, data)
 
 
 def load_table(path: Path) -> CalibrationTable:
@@ -245,7 +400,16 @@ def _forget() -> None:
     global _generation
     _generation += 1
     table.cache_clear()
+    _resolved.cache_clear()
 
 
-def calibration_for(family: str) -> Calibration:
-    return table().for_family(family)
+def calibration_for(
+    family: str, software: SoftwareLike | None = None, workload: str | None = None
+) -> Calibration:
+    """The figures a chip of `family` runs with under `software` (None: its stack's)."""
+    return table().resolve(family, software, workload)[0]
+
+
+def profile_for(family: str, software: SoftwareLike | None = None, workload: str | None = None) -> Profile:
+    """Which figures a chip of `family` takes under `software`, to say so in output."""
+    return table().profile(family, software, workload)

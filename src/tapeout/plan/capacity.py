@@ -123,7 +123,7 @@ def _widths(d: ServingDemand, chip: ChipSpec) -> list[tuple[int, Replica]]:
         ep = tp if config.is_moe and config.experts % tp == 0 else 1
         try:
             plan = replace(d.plan, tp=tp, ep=ep)
-            replica, _ = api.replica(config, chip.id, tp, plan)
+            replica, _, _ = api.replica(config, chip.id, tp, plan)
             auto_batch(replica, d.input_len, d.output_len)
         except TapeoutError as exc:
             last = str(exc)

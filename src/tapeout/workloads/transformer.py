@@ -197,7 +197,9 @@ def _dense_block(b: _Layer) -> None:
 
 
 def _moe_block(b: _Layer) -> None:
-    """Router, token permutation, the routed experts as grouped GEMMs, shared experts."""
+    """Router, token permutation, the routed experts as grouped GEMMs, shared experts. The expert
+    ops and the exchanges carry the routing (`workloads.moe`): once sharded, the busiest
+    expert-parallel rank's rows and payload set their size."""
     c, num, t, h = b.model, b.num, b.tokens, b.model.hidden_size
     e, k, g = c.experts, c.num_experts_per_tok or 1, 2 if c.gated_mlp else 1
     ffn = c.moe_intermediate_size or c.ffn_size
@@ -210,9 +212,11 @@ def _moe_block(b: _Layer) -> None:
     copies = t * k * h
     moved = copies * BYTES_PER_ELEMENT[num.stream]
     b.add(Copy(size_bytes=moved, name="moe.permute"))
+    # The exchanges follow the routing too: the busiest rank's payload sets their time.
     b.add(
         AllToAll(ranks=1, bytes_per_rank=copies * BYTES_PER_ELEMENT[num.dispatch], name="ep.dispatch"),
         (Split("ep", "ranks"),),
+        routing,
     )
     rows_m = Split("ep", "m")  # the routing sets the rows (and the experts a rank runs)
     expert_n, expert_k = (rows_m, Split("etp", "n")), (rows_m, Split("etp", "k"))
@@ -221,6 +225,7 @@ def _moe_block(b: _Layer) -> None:
     b.add(
         AllToAll(ranks=1, bytes_per_rank=copies * BYTES_PER_ELEMENT[num.stream], name="ep.combine"),
         (Split("ep", "ranks"),),
+        routing,
     )
     b.add(Copy(size_bytes=moved, name="moe.unpermute"))
     if c.n_shared_experts:

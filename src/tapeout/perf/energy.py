@@ -1,0 +1,335 @@
+"""Energy of a matrix FLOP from sourced physical figures, and the clock a power budget sustains.
+
+A FLOP pays, in `energy.yaml`'s figures (each with its source):
+
+- the datapath: one multiply at the operand format and one fp32 (int32 for int8) accumulate per
+  multiply-accumulate, from Horowitz's 45 nm table, scaled to the chip's node;
+- operand delivery at the reuse the matrix unit achieves: a `rows x cols` unit reads `rows +
+  cols` operands per `rows x cols` MACs from its local SRAM (register file or operand buffers),
+  and reads and writes its fp32 accumulator once per dot product of depth k (`rows` for an array,
+  32 bytes of operands for a dot-product unit); those bytes also cross half a core on wires;
+- the core's share of shared-SRAM traffic: a core that holds a T x T fp32 output tile in its
+  local SRAM reads `w / T` bytes per FLOP from a shared SRAM slice half a die away;
+- the clock tree and pipeline registers, a share of all of the above.
+
+DRAM bytes are charged by the chip's memory type. Idle power and the power cap follow
+`perf.power`: power above an idle share of TDP goes as the cube of the clock.
+
+>>> from tapeout.hardware import get_chip
+>>> round(sustained_clock(get_chip("h100-sxm"), "bf16"), 2)
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, get_args
+
+from tapeout._yaml import load_data_file
+from tapeout.errors import TapeoutError
+from tapeout.hardware.spec import ChipSpec, MatrixUnit, MemoryType, ProcessNode
+from tapeout.perf.calibration import table
+from tapeout.perf.power import power_capped
+from tapeout.precision import BYTES_PER_ELEMENT, FALLBACKS, PRECISIONS, at_least_16
+
+ENERGY_FILE = Path(__file__).parent / "energy.yaml"
+SCHEMA = "tapeout-energy/1"
+BASE_NODE = "45nm"  # the node of the operation and SRAM figures
+ACCUMULATOR_BYTES = 8  # an fp32 accumulator read and written once per dot product
+PJ = 1e-12
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnergyTable:
+    """The figures of `energy.yaml`, checked: pJ at 45 nm for logic and SRAM, node scales
+    relative to 45 nm, and node-independent wire and DRAM figures."""
+
+    mac_pj: Mapping[str, float]  # one multiply-accumulate by operand format, 45 nm
+    node_scale: Mapping[str, float]  # energy of the same operation, relative to 45 nm
+    local_sram_pj_per_byte: float  # 45 nm
+    shared_sram_pj_per_byte: float  # 45 nm
+    wire_pj_per_byte_mm: float
+    clock_share: float  # of dynamic power
+    dot_product_bytes: float  # operand bytes reduced per accumulator update, dot-product units
+    reticle_mm2: float
+    dram_pj_per_bit: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlopEnergy:
+    """Picojoules of one matrix FLOP, by where they are spent."""
+
+    datapath: float  # multiply and accumulate
+    operands: float  # local SRAM reads and writes feeding the matrix unit
+    operand_wires: float  # those bytes crossing the core
+    shared: float  # shared SRAM slice and the network to the core
+    clock: float  # clock tree and pipeline registers
+
+    @property
+    def total(self) -> float:
+        return self.datapath + self.operands + self.operand_wires + self.shared + self.clock
+
+
+# ---- reading and checking energy.yaml ------------------------------------------------------
+def _mapping(value: Any, origin: str, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TapeoutError(f"{origin}: field '{field}': expected a mapping, got {value!r}")
+    return value
+
+
+def _figure(entry: Any, origin: str, field: str, unit: str, below_one: bool = False) -> float:
+    """The value of one sourced figure, refused unless it is a positive finite number in `unit`
+    with a source and a note."""
+    data = _mapping(entry, origin, field)
+    value, given = data.get("value"), data.get("unit")
+    if given != unit:
+        raise TapeoutError(f"{origin}: field '{field}.unit': {given!r}, expected {unit!r}")
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or number <= 0 or (below_one and number >= 1):
+        bound = "a positive number below 1" if below_one else "a positive, finite number"
+        raise TapeoutError(f"{origin}: field '{field}.value': {value!r} {unit} is not {bound}")
+    for key in ("source", "note"):
+        text = data.get(key)
+        if not isinstance(text, str) or not text.strip():
+            raise TapeoutError(
+                f"{origin}: field '{field}.{key}': every figure needs a {key}; got {text!r} "
+                f"for {value!r} {unit}"
+            )
+    return float(number)
+
+
+def _keyed(section: Mapping[str, Any], known: tuple[str, ...], origin: str, field: str) -> None:
+    """Every key known, and every known key given."""
+    unknown = sorted(set(section) - set(known))
+    missing = [k for k in known if k not in section]
+    if unknown or missing:
+        raise TapeoutError(
+            f"{origin}: field '{field}': unknown {unknown or 'none'}, missing {missing or 'none'}; "
+            f"expected {', '.join(known)}"
+        )
+
+
+def _macs(data: Mapping[str, Any], origin: str) -> dict[str, float]:
+    ops = _mapping(data.get("operations"), origin, "operations")
+    op_pj = {name: _figure(e, origin, f"operations.{name}", "pJ") for name, e in ops.items()}
+    macs = _mapping(data.get("macs"), origin, "macs")
+    _keyed(macs, PRECISIONS, origin, "macs")
+    out: dict[str, float] = {}
+    for precision, parts in macs.items():
+        if not isinstance(parts, list) or not parts or any(p not in op_pj for p in parts):
+            raise TapeoutError(
+                f"{origin}: field 'macs.{precision}': {parts!r} is not a list of operations; "
+                f"known: {', '.join(op_pj)}"
+            )
+        out[precision] = sum(op_pj[p] for p in parts)
+    return out
+
+
+def _node_scale(section: Mapping[str, Any], origin: str) -> dict[str, float]:
+    """Each node relative to 45 nm, following `relative_to` chains."""
+    nodes: tuple[str, ...] = get_args(ProcessNode)
+    _keyed(section, nodes, origin, "node_energy")
+    scale: dict[str, float] = {BASE_NODE: 1.0}
+
+    def resolve(node: str, seen: tuple[str, ...]) -> float:
+        if node in scale:
+            return scale[node]
+        entry = _mapping(section[node], origin, f"node_energy.{node}")
+        ref = entry.get("relative_to", BASE_NODE)
+        if ref != BASE_NODE and (ref not in section or ref in seen):
+            raise TapeoutError(
+                f"{origin}: field 'node_energy.{node}.relative_to': {ref!r} is not another node "
+                f"of the table (or refers back to {node})"
+            )
+        unit = f"x {ref}"
+        scale[node] = _figure(entry, origin, f"node_energy.{node}", unit) * resolve(ref, (*seen, node))
+        return scale[node]
+
+    return {node: resolve(node, ()) for node in nodes}
+
+
+def parse_energy(data: Any, origin: str) -> EnergyTable:
+    """An `EnergyTable` from the loaded contents of an energy file; bad entries raise a
+    TapeoutError naming the field, the value and the unit."""
+    top = _mapping(data, origin, "(top level)")
+    if top.get("schema") != SCHEMA:
+        raise TapeoutError(f"{origin}: field 'schema': {top.get('schema')!r}, expected {SCHEMA!r}")
+    sram = _mapping(top.get("sram"), origin, "sram")
+    dram = _mapping(top.get("dram_pj_per_bit"), origin, "dram_pj_per_bit")
+    _keyed(dram, get_args(MemoryType), origin, "dram_pj_per_bit")
+    return EnergyTable(
+        mac_pj=_macs(top, origin),
+        node_scale=_node_scale(_mapping(top.get("node_energy"), origin, "node_energy"), origin),
+        local_sram_pj_per_byte=_figure(sram.get("local"), origin, "sram.local", "pJ/B"),
+        shared_sram_pj_per_byte=_figure(sram.get("shared"), origin, "sram.shared", "pJ/B"),
+        wire_pj_per_byte_mm=8 * _figure(top.get("wire"), origin, "wire", "pJ/bit/mm"),
+        clock_share=_figure(top.get("clock_share"), origin, "clock_share", "fraction", below_one=True),
+        dot_product_bytes=_figure(top.get("dot_product_bytes"), origin, "dot_product_bytes", "B"),
+        reticle_mm2=_figure(top.get("reticle_mm2"), origin, "reticle_mm2", "mm^2"),
+        dram_pj_per_bit={t: _figure(e, origin, f"dram_pj_per_bit.{t}", "pJ/bit") for t, e in dram.items()},
+    )
+
+
+def load_energy(path: Path) -> EnergyTable:
+    """Read and check an energy file (the shipped one is `ENERGY_FILE`)."""
+    return parse_energy(load_data_file(path), str(path))
+
+
+@cache
+def energy_table() -> EnergyTable:
+    """The shipped figures, read once."""
+    return load_energy(ENERGY_FILE)
+
+
+# ---- the model -----------------------------------------------------------------------------
+def runs_as(chip: ChipSpec, precision: str) -> str:
+    """The format the chip's matrix units run `precision` in (the next wider one it has)."""
+    for p in FALLBACKS.get(precision, (precision,)):
+        if getattr(chip.peak_tflops, p) is not None:
+            return p
+    raise TapeoutError(f"{chip.id}: field 'precision': no matrix peak for {precision} or any wider format")
+
+
+def node_scale(chip: ChipSpec, energy: EnergyTable | None = None) -> float:
+    """Energy of a logic or SRAM operation on the chip's node, relative to 45 nm."""
+    if chip.process_node is None:
+        raise TapeoutError(f"{chip.id}: field 'process_node': not published; energy per FLOP needs the node")
+    return (energy or energy_table()).node_scale[chip.process_node]
+
+
+def _matrix_unit(chip: ChipSpec) -> MatrixUnit:
+    if chip.matrix_unit is None:
+        raise TapeoutError(f"{chip.id}: field 'matrix_unit': not given; operand reuse needs its shape")
+    return chip.matrix_unit
+
+
+def _distances_mm(chip: ChipSpec, energy: EnergyTable) -> tuple[float, float]:
+    """(Half the side of a core's share of silicon, half the side of a die), in mm."""
+    die = chip.die_area_mm2 or energy.reticle_mm2
+    core = die * chip.dies_per_package / chip.num_cores
+    return math.sqrt(core) / 2, math.sqrt(die) / 2
+
+
+def _output_tile(chip: ChipSpec) -> float:
+    """Side T of the largest square fp32 output tile the core-local SRAM holds (a chip with only
+    shared SRAM: its share per core)."""
+    local = chip.sram_per_core_bytes or chip.sram_shared_bytes / chip.num_cores
+    if local <= 0:
+        raise TapeoutError(f"{chip.id}: field 'sram': no on-chip SRAM listed; operand reuse needs it")
+    return math.sqrt(local / 4)
+
+
+def flop_energy(chip: ChipSpec, precision: str, energy: EnergyTable | None = None) -> FlopEnergy:
+    """Picojoules of one dense matrix FLOP at `precision` on `chip`, by part (module docstring).
+
+    >>> from tapeout.hardware import get_chip
+    >>> e = flop_energy(get_chip("a100-sxm-80gb"), "bf16")
+    >>> round(e.datapath, 3)  # (1.1 + 0.9) pJ / 2 FLOP x 0.124 (N7)
+    0.124
+    """
+    e = energy or energy_table()
+    fmt = runs_as(chip, precision)
+    scale, mu = node_scale(chip, e), _matrix_unit(chip)
+    width = BYTES_PER_ELEMENT[fmt]
+    depth = mu.rows if mu.style == "array" else e.dot_product_bytes / width
+    local_bytes = width / 2 * (1 / mu.rows + 1 / mu.cols) + ACCUMULATOR_BYTES / (2 * depth)
+    shared_bytes = width / _output_tile(chip)
+    core_mm, die_mm = _distances_mm(chip, e)
+    parts = {
+        "datapath": e.mac_pj[fmt] / 2 * scale,
+        "operands": local_bytes * e.local_sram_pj_per_byte * scale,
+        "operand_wires": local_bytes * e.wire_pj_per_byte_mm * core_mm,
+        "shared": shared_bytes * (e.shared_sram_pj_per_byte * scale + e.wire_pj_per_byte_mm * die_mm),
+    }
+    clock = sum(parts.values()) * e.clock_share / (1 - e.clock_share)
+    return FlopEnergy(clock=clock, **parts)
+
+
+def flop_pj(chip: ChipSpec, precision: str) -> float:
+    """Picojoules of one dense matrix FLOP at `precision`: datapath and operand delivery.
+
+    >>> from tapeout.hardware import get_chip
+    >>> flop_pj(get_chip("h100-sxm"), "fp8") < flop_pj(get_chip("h100-sxm"), "bf16")
+    True
+    """
+    return flop_energy(chip, precision).total
+
+
+def sram_pj_per_byte(chip: ChipSpec) -> float:
+    """Picojoules of one byte read or written in the core-local SRAM that feeds the matrix
+    units (a 32 KB-class bank), on the chip's node."""
+    return energy_table().local_sram_pj_per_byte * node_scale(chip)
+
+
+def dram_pj_per_byte(chip: ChipSpec) -> float:
+    """Picojoules of one DRAM byte read or written, from the chip's memory type."""
+    return 8 * energy_table().dram_pj_per_bit[chip.memory.type]
+
+
+def gemm_dram_bytes(m: int, n: int, k: int, precision: str) -> float:
+    """DRAM bytes of an m x n x k GEMM whose operands are read once and output written once (the
+    output in 16 bits or wider): the least traffic such a GEMM makes.
+
+    >>> gemm_dram_bytes(2, 3, 4, "bf16")
+    52.0
+    """
+    if precision not in PRECISIONS:
+        raise TapeoutError(f"field 'precision': {precision!r}; known: {', '.join(PRECISIONS)}")
+    out = at_least_16(precision)
+    return float((m * k + k * n) * BYTES_PER_ELEMENT[precision] + m * n * BYTES_PER_ELEMENT[out])
+
+
+def idle_watts(chip: ChipSpec) -> float:
+    """What the chip draws busy with nothing: the calibration's idle share of its TDP."""
+    return chip.tdp_w * table().for_family(chip.family).idle_power_fraction
+
+
+def power_watts(chip: ChipSpec, precision: str, flop_per_s: float, dram_bytes_per_s: float = 0.0) -> float:
+    """Watts drawn running matrix FLOPs at `flop_per_s` and DRAM traffic at `dram_bytes_per_s`,
+    idle power included, at nominal clocks."""
+    dynamic = flop_per_s * flop_pj(chip, precision) + dram_bytes_per_s * dram_pj_per_byte(chip)
+    return dynamic * PJ + idle_watts(chip)
+
+
+def full_load_watts(chip: ChipSpec) -> tuple[float, float]:
+    """(Matrix units at their dense bf16 peak, DRAM at full bandwidth) in watts, nominal clocks."""
+    return (
+        chip.peak_flops("bf16") * flop_pj(chip, "bf16") * PJ,
+        chip.memory_bandwidth * dram_pj_per_byte(chip) * PJ,
+    )
+
+
+def sustained_clock(chip: ChipSpec, precision: str, dram_bytes_per_flop: float = 0.0) -> float:
+    """Fraction of its clock the chip sustains within its TDP under a dense GEMM at its peak
+    (with `dram_bytes_per_flop` of DRAM traffic), by `perf.power.power_capped`'s rule."""
+    if dram_bytes_per_flop < 0 or not math.isfinite(dram_bytes_per_flop):
+        raise TapeoutError(f"dram_bytes_per_flop: {dram_bytes_per_flop!r} B/FLOP is not a finite number >= 0")
+    per_flop = flop_pj(chip, precision) + dram_bytes_per_flop * dram_pj_per_byte(chip)
+    draw_w = chip.peak_flops(precision) * per_flop * PJ
+    idle = table().for_family(chip.family).idle_power_fraction
+    return 1.0 / power_capped(chip.tdp_w, idle, 1.0, draw_w)
+
+
+__all__ = [
+    "ENERGY_FILE",
+    "EnergyTable",
+    "FlopEnergy",
+    "dram_pj_per_byte",
+    "energy_table",
+    "flop_energy",
+    "flop_pj",
+    "full_load_watts",
+    "gemm_dram_bytes",
+    "idle_watts",
+    "load_energy",
+    "node_scale",
+    "parse_energy",
+    "power_watts",
+    "runs_as",
+    "sram_pj_per_byte",
+    "sustained_clock",
+]
