@@ -245,3 +245,44 @@ def _print_written(result: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def maturity(
+    share: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--share", help="Shares of the mature efficiency to time (0-1) [default: 0.8, 0.9, 0.95]."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """How long a vendor stack takes to mature on a new chip: the curve fitted to dated benchmark
+    ratios of the same system (perf/maturity.yaml), and the months to reach each share."""
+    # imported here, not at the top: start-up time (see the package docstring)
+    from tapeout.perf.maturity import maturity as fitted
+
+    m = fitted()
+    shares = share or [0.8, 0.9, 0.95]
+    reach = {f"{s:g}": m.months_to(s) for s in shares}
+    if as_json:
+        print_json({
+            "a": m.a, "tau_months": m.tau_months, "share_at_debut": m.share(0.0), "months_to": reach,
+            "observations": [{"id": o.id, "chip": o.chip, "months": [o.start, o.end], "ratio": o.ratio,
+                              "fitted_ratio": m.predicted_ratio(o), "source": o.source} for o in m.observations],
+        })  # fmt: skip
+        return
+    console.print(
+        f"share of mature efficiency = 1 - {num(m.a)} exp(-t / {num(m.tau_months)} months), t since the stack "
+        f"first ran the workload on the chip: {num(100 * m.share(0.0))} % at the debut"
+    )
+    for s, t in reach.items():
+        console.print(f"  {num(100 * float(s))} % after {num(t)} months")
+    table = Table(title="observations (same benchmark, same system, two software releases)")
+    for col in ("observation", "chip", "months", "measured ratio", "fitted"):
+        table.add_column(col)
+    for o in m.observations:
+        table.add_row(
+            escape(o.id), o.chip, f"{num(o.start)} -> {num(o.end)}", num(o.ratio), num(m.predicted_ratio(o))
+        )
+    console.print(table)

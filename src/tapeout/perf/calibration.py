@@ -123,6 +123,8 @@ class SoftwareLike(Protocol):
     def name(self) -> str: ...
     @property
     def version(self) -> str | None: ...
+    @property
+    def date(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +132,12 @@ class SoftwareRef:
     """A software named on the command line or in an API call: `NAME[@VERSION]`.
 
     >>> SoftwareRef.parse("trt-llm@0.17")
-    SoftwareRef(name='trt-llm', version='0.17')
+    SoftwareRef(name='trt-llm', version='0.17', date=None)
     """
 
     name: str
     version: str | None = None
+    date: str | None = None  # YYYY-MM: picks the profile's era, if it has eras
 
     @classmethod
     def parse(cls, text: str, field: str = "software") -> SoftwareRef:
@@ -154,6 +157,7 @@ class ProfileSpec:
 
     family: str | None
     like: str | None
+    eras: tuple[tuple[str, str, str], ...] = ()  # (name, first month, last month): `NAME@ERA` keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,8 @@ class CalibrationTable:
             else:
                 if software.version:
                     keys.append(asked)
+                keys += [f"{software.name}@{era}" for era, first, last in spec.eras
+                         if software.date and first <= software.date <= last]  # fmt: skip
                 keys += [software.name] + ([spec.family] if spec.family else [])
                 stack = spec.like or stack
         keys += ([stack] if stack else []) + ["default"]
@@ -298,11 +304,32 @@ def _profiles(
             raise TapeoutError(f"{where}: family {family!r} is not in software.families {families}")
         if like is not None and like not in stacks:
             raise TapeoutError(f"{where}: like {like!r} is not a stack ({', '.join(stacks)})")
-        profiles[name] = ProfileSpec(family, like)
+        profiles[name] = ProfileSpec(family, like, _eras(entry.get("eras") or {}, where))
     unmeasured = raw.get("unmeasured")
     if unmeasured is not None and unmeasured not in profiles:
         raise TapeoutError(f"{origin}: field 'software.unmeasured': {unmeasured!r} is not a profile")
     return profiles, set(families), unmeasured
+
+
+def _eras(raw: Any, where: str) -> tuple[tuple[str, str, str], ...]:
+    """A profile's eras: `{NAME: [FIRST, LAST]}`, months as YYYY-MM, FIRST <= LAST."""
+    if not isinstance(raw, Mapping):
+        raise TapeoutError(
+            f"{where}.eras: expected a mapping of era -> [first month, last month], got {raw!r}"
+        )
+    out = []
+    for era, span in raw.items():
+        months = [str(m) for m in span] if isinstance(span, list) else []
+        if (
+            len(months) != 2
+            or not all(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", m) for m in months)
+            or months[0] > months[1]
+        ):
+            raise TapeoutError(
+                f"{where}.eras.{era}: expected [first, last] months as YYYY-MM in order, got {span!r}"
+            )
+        out.append((str(era), months[0], months[1]))
+    return tuple(out)
 
 
 def _entry_keys(name: str, profiles: Mapping[str, ProfileSpec], known: set[str]) -> bool:
