@@ -41,6 +41,9 @@ SCHEMA = "tapeout-energy/1"
 BASE_NODE = "45nm"  # the node of the operation and SRAM figures
 ACCUMULATOR_BYTES = 8  # an fp32 accumulator read and written once per dot product
 PJ = 1e-12
+# Google (TPU v5e, v5p, v6e) and AWS (Trainium2, Inferentia2) do not publish their nodes: chips
+# launched from this year are taken as N5-class, earlier ones as N7 (their cohorts' nodes).
+UNPUBLISHED_N5_FROM = 2023
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,17 +197,28 @@ def runs_as(chip: ChipSpec, precision: str) -> str:
     raise TapeoutError(f"{chip.id}: field 'precision': no matrix peak for {precision} or any wider format")
 
 
+def node_of(chip: ChipSpec) -> str:
+    """The chip's process node; for a chip whose node is not published, the node its launch-year
+    cohort was built on (N7 through 2022, N5 from `UNPUBLISHED_N5_FROM`)."""
+    if chip.process_node is not None:
+        return chip.process_node
+    return "N7" if chip.launch_year < UNPUBLISHED_N5_FROM else "N5"
+
+
 def node_scale(chip: ChipSpec, energy: EnergyTable | None = None) -> float:
     """Energy of a logic or SRAM operation on the chip's node, relative to 45 nm."""
-    if chip.process_node is None:
-        raise TapeoutError(f"{chip.id}: field 'process_node': not published; energy per FLOP needs the node")
-    return (energy or energy_table()).node_scale[chip.process_node]
+    node = node_of(chip)
+    table_ = energy or energy_table()
+    if node not in table_.node_scale:
+        raise TapeoutError(f"{chip.id}: field 'process_node': {node!r} has no energy figure; known: "
+                           f"{', '.join(sorted(table_.node_scale))}")  # fmt: skip
+    return table_.node_scale[node]
 
 
 def _matrix_unit(chip: ChipSpec) -> MatrixUnit:
-    if chip.matrix_unit is None:
-        raise TapeoutError(f"{chip.id}: field 'matrix_unit': not given; operand reuse needs its shape")
-    return chip.matrix_unit
+    """The chip's matrix unit; one that lists none is taken as a 16 x 16 dot-product unit (a tensor
+    core's shape: operands from the registers, the least reuse in the catalog)."""
+    return chip.matrix_unit or MatrixUnit(rows=16, cols=16, per_core=1, style="dot_product")
 
 
 def _distances_mm(chip: ChipSpec, energy: EnergyTable) -> tuple[float, float]:
