@@ -197,9 +197,9 @@ def test_use_and_the_environment_choose_the_figures(tmp_path, shipped):
             r"figures\.idle_power_fraction\.default: value 1\.0 is outside .*\[0, 1\)",
         ),
         (
-            "default: {value: 31.2}",
-            "default: {value: .nan}",
-            r"figures\.dram_pj_per_byte\.default: value nan is not finite",
+            "default: {value: 0.875, fit: memory/all}",
+            "default: {value: .nan, fit: memory/all}",
+            r"figures\.memory\.default: value nan is not finite",
         ),
         (
             "default: {value: 4.0}",
@@ -207,9 +207,9 @@ def test_use_and_the_environment_choose_the_figures(tmp_path, shipped):
             r"figures\.kernel_overhead_us\.default: value -1 is outside .*\[0, 1000\] us",
         ),
         (
-            "default: {value: 2.848, fit",
-            "default: {value: 0, fit",
-            r"figures\.serving_pj_per_flop\.default: value 0 is outside .*\(0, 100\]",
+            "cuda: {value: 0.850, fit: gemm/16bit/cuda}",
+            "cuda: {value: 0, fit: gemm/16bit/cuda}",
+            r"figures\.matmul_16bit\.cuda: value 0 is outside .*\(0, 1\]",
         ),
         (
             "cuda: [ampere, hopper, blackwell]",

@@ -186,21 +186,17 @@ def test_graph_cost_adds():
     assert math.isfinite(total.energy_j)
 
 
-def test_energy_is_flops_at_their_width_plus_dram_bytes():
-    """One energy model: a FLOP at its operand width (8-bit half a 16-bit one), a DRAM byte at the
-    DRAM figure; collectives charge nothing."""
-    from tapeout.perf.power import dram_energy, flop_energy
+def test_energy_is_physical_flops_plus_dram_bytes():
+    """One energy model: a FLOP at the physical figure of its format (8-bit cheaper than 16-bit),
+    a DRAM byte at the chip's memory type; collectives charge nothing."""
+    from tapeout.perf.energy import PJ, dram_pj_per_byte, flop_pj
 
     s = sys1()
     for precision in ("bf16", "fp8"):
         cost = op_cost(Matmul(m=8192, n=8192, k=8192, precision=precision), s)
-        expected = cost.flops * flop_energy(
-            H100, s.cal, "serving", precision
-        ) + cost.dram_bytes * dram_energy(s.cal)
+        expected = cost.flops * flop_pj(H100, precision) * PJ + cost.dram_bytes * dram_pj_per_byte(H100) * PJ
         assert cost.energy_j == pytest.approx(expected)
-    assert flop_energy(H100, s.cal, "serving", "fp8") == pytest.approx(
-        flop_energy(H100, s.cal, "serving", "bf16") / 2
-    )
+    assert flop_pj(H100, "fp8") < flop_pj(H100, "bf16")
     assert op_cost(AllReduce(ranks=8, bytes_per_rank=2**30), System.of(H100, 8)).energy_j == 0.0
 
 

@@ -47,20 +47,21 @@ def test_llm_inference_cases_are_all_predicted(report):
 @pytest.mark.validation
 def test_llm_training_cases_hold_their_level(report):
     """The training target is MAPE <= 10 % with 70 % within 10 %; this holds the measured level
-    (MAPE 14.0 %, 25 of 35 within 10 %, every case predicted) against regressions."""
+    (MAPE 12.6 %, 23 of 35 within 10 %, every case predicted, with physical energy and the
+    frameworks' efficiency figures) against regressions."""
     cases = [c for c in report["cases"] if c["kind"] == "llm_training"]
     assert len(cases) == 35
     assert all(c["predicted"] is not None for c in cases)
     errors = [abs(c["error"]) for c in cases]
     table = "\n".join(f"{c['id']}: {c['error']:+.3f}" for c in cases)
-    assert sum(errors) / len(errors) <= 0.15, table
-    assert sum(e <= 0.10 for e in errors) >= 24, table
+    assert sum(errors) / len(errors) <= 0.135, table
+    assert sum(e <= 0.10 for e in errors) >= 23, table
 
 
 @pytest.mark.validation
 def test_recsys_cases_hold_their_level(report):
-    """The recsys target is MAPE <= 20 %; this holds the measured level (11.8 % over 10 cases:
-    inference 10.7 %, training 13.5 %) against regressions."""
+    """The recsys target is MAPE <= 20 %; this holds the measured level (12.2 % over 10 cases:
+    inference 12.5 %, training 11.7 %) against regressions."""
     cases = [c for c in report["cases"] if c["kind"].startswith("recsys")]
     assert len(cases) == 10 and all(c["predicted"] is not None for c in cases)
     errors = [abs(c["error"]) for c in cases]

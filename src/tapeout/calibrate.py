@@ -38,12 +38,11 @@ __all__ = ["calibrate", "check_target", "write_calibration"]
 EIGHT_BIT = ("fp8", "int8", "fp4")
 JOINT = {"attention": ("attention", "attention_overhead_blocks")}
 # Search interval and tolerance of figures that are not fractions.
-RANGES = {"serving_pj_per_flop": (0.5, 5.0, 5e-3), "training_pj_per_flop": (0.3, 5.0, 5e-3),
-          "kernel_overhead_us": (0.0, 100.0, 0.05)}  # fmt: skip
-# Figures fitted on the absolute relative error (the median case), not its square: the serving
+RANGES = {"kernel_overhead_us": (0.0, 100.0, 0.05)}
+# Figures fitted on the absolute relative error (the median case), not its square: the workload
 # cases include a few that miss for reasons no figure can fix (an unstated power limit or
 # parallelism), and a squared loss would let them pull every other case.
-ABSOLUTE_LOSS = frozenset({"serving_pj_per_flop", "training_pj_per_flop"})
+ABSOLUTE_LOSS = frozenset({"serving_efficiency", "training_efficiency"})
 
 
 def _case_group(case: Case) -> str | None:
@@ -117,8 +116,12 @@ def selected(spec: FitSpec, cases: list[Case], tbl: CalibrationTable) -> list[Ca
         if spec.stack == "default":
             if tbl.stack(case.chip.family) not in sourced:
                 out.append(case)
-        elif spec.stack in case_keys(tbl, case):  # its stack, or its software's profile or family
-            out.append(case)
+        elif spec.stack in (keys := case_keys(tbl, case)):  # its stack, or its software's family or profile
+            # A stack's or family's entry is fitted on all its cases; a profile's only on those
+            # that take it (no more specific entry of theirs, a version's or an era's, has one).
+            own = next(k for k in keys if k in entries)
+            if own == spec.stack or spec.stack.partition("@")[0] not in tbl.profiles:
+                out.append(case)
     confirmed = [c for c in out if c.confidence == "confirmed"]
     return confirmed if len(confirmed) >= 2 else out
 

@@ -222,6 +222,7 @@ class Case:
             chips_per_node=self.chips_per_node,
             scale_out_gbit_s_per_chip=self.scale_out_gbit_s_per_chip,
             calibration=calibration or calibration_for(self.chip.family, self.software, self.workload),
+            load="kernels" if self.workload == "kernels" else "serving",  # a training step switches
         )
 
 

@@ -18,7 +18,7 @@ from tapeout.errors import TapeoutError
 from tapeout.hardware.design import HBM_STACK_GB_S
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.calibration import table
-from tapeout.perf.power import full_load_watts
+from tapeout.perf.energy import full_load_watts
 
 
 def dies_per_wafer(area_mm2: float, diameter_mm: float = 300.0) -> float:
@@ -112,7 +112,7 @@ class UnitCost:
 def power(chip: ChipSpec) -> Power:
     """Full-load power by part, against the chip's TDP as its budget."""
     cal = table().for_family(chip.family)
-    compute_w, memory_w = full_load_watts(chip, cal)
+    compute_w, memory_w = full_load_watts(chip)
     return Power(
         compute_w=compute_w,
         memory_w=memory_w,

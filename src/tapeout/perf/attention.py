@@ -92,7 +92,7 @@ def _attention_cost(op: Attention, system: System) -> Cost:
         2.0 * _block_q(op.q_len * group) * BLOCK_KV * (op.head_dim + op.dv) * (2.5 if op.backward else 1.0)
     )
     peak = chip.peak_flops(op.precision)
-    block_s = block_flops / (peak * cal.attention / cores)
+    block_s = block_flops / (peak * cal.attention * system.efficiency / cores)
     compute = max(work / cores, critical) * block_s
     # Split-KV writes partial outputs with their softmax statistics, merged once.
     extra = 2 * splits * op.batch * op.q_len * op.heads * (op.dv + 2) * 4 if splits > 1 else 0

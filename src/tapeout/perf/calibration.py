@@ -45,9 +45,8 @@ class Calibration:
     link: float  # of the per-direction scale-up / scale-out bandwidth, ring and point-to-point
     in_switch: float  # of the per-direction link bandwidth, for in-switch reduction (NVLS)
     kernel_overhead_us: float  # fixed cost of launching one kernel
-    serving_pj_per_flop: float  # effective energy of a 16-bit FLOP of a serving iteration, 5 nm class
-    training_pj_per_flop: float  # the same for a training step
-    dram_pj_per_byte: float  # dynamic energy of moving one DRAM byte
+    serving_efficiency: float  # of the kernel-level matrix rate, inside a serving engine's iterations
+    training_efficiency: float  # the same inside a training framework's steps
     idle_power_fraction: float  # of TDP, drawn while the chip is busy with nothing
 
     def matmul(self, precision: str) -> float:
@@ -93,11 +92,8 @@ LIMITS: Mapping[str, Limit] = {
     "attention_overhead_blocks": Limit(0.0, 64.0, False, False, "key-block iterations"),
     # A launch costs microseconds; a millisecond would swamp most ops the cases time.
     "kernel_overhead_us": Limit(0.0, 1000.0, False, False, "us"),
-    # A few pJ at 5 nm (other nodes are scaled in perf/power.py, not here).
-    "serving_pj_per_flop": Limit(0.0, 100.0, True, False, "pJ/FLOP"),
-    "training_pj_per_flop": Limit(0.0, 100.0, True, False, "pJ/FLOP"),
-    # HBM moves a byte for about 30 pJ, DDR for up to about 150.
-    "dram_pj_per_byte": Limit(0.0, 1000.0, True, False, "pJ/byte"),
+    "serving_efficiency": _FRACTION,
+    "training_efficiency": _FRACTION,
     # All of TDP drawn while idle would leave no power for work.
     "idle_power_fraction": Limit(0.0, 1.0, False, True, "(of TDP)"),
 }

@@ -190,11 +190,16 @@ def energy_table() -> EnergyTable:
 
 # ---- the model -----------------------------------------------------------------------------
 def runs_as(chip: ChipSpec, precision: str) -> str:
-    """The format the chip's matrix units run `precision` in (the next wider one it has)."""
+    """The format whose energy a FLOP at `precision` is charged: the next wider one the chip's
+    matrix units have, else (fp32 on a chip with only 16- and 8-bit matrix units: optimizer and
+    vector work) the widest they have."""
     for p in FALLBACKS.get(precision, (precision,)):
         if getattr(chip.peak_tflops, p) is not None:
             return p
-    raise TapeoutError(f"{chip.id}: field 'precision': no matrix peak for {precision} or any wider format")
+    held = [p for p in PRECISIONS if getattr(chip.peak_tflops, p, None) is not None]
+    if not held:
+        raise TapeoutError(f"{chip.id}: field 'peak_tflops': no matrix peak in any format")
+    return max(held, key=lambda p: BYTES_PER_ELEMENT[p])
 
 
 def node_of(chip: ChipSpec) -> str:

@@ -64,7 +64,7 @@ def _setup(
     mu = chip.matrix_unit
     bpe = BYTES_PER_ELEMENT[precision]
     tiles = _tile_candidates(mu.rows if mu else 64, mu.cols if mu else 64, chip.sram_per_core_bytes, bpe)
-    core_rate = peak * system.cal.matmul(precision) / cores
+    core_rate = peak * system.cal.matmul(precision) * system.efficiency / cores
     return peak, core_rate, chip.memory_bandwidth * system.cal.memory, chip.sram_shared_bytes, cores, tiles
 
 

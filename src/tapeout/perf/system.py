@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.calibration import Calibration, calibration_for
-from tapeout.perf.power import Load, dram_energy, flop_energy, power_capped
+from tapeout.perf.energy import PJ, dram_pj_per_byte, flop_pj
+from tapeout.perf.power import Load, power_capped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,7 +19,8 @@ class System:
     scale_up_domain: int  # chips reachable over scale-up links
     nic_bandwidth: float  # bytes/s per direction per chip on the scale-out network
     cal: Calibration
-    load: Load = "serving"  # the sustained load whose energy figure the cost rules charge
+    load: Load = "serving"  # what runs: sets the efficiency figure of matrix work (`efficiency`)
+    _joules: dict[str, float] = field(default_factory=dict, compare=False, repr=False)  # per FLOP, by format
 
     @classmethod
     def of(
@@ -65,11 +67,27 @@ class System:
             load=load,
         )
 
+    @property
+    def efficiency(self) -> float:
+        """The share of the kernel-level matrix rate a whole workload's matrix work reaches
+        under its software (fusion gaps, synchronisation, scheduling): 1 for single kernels."""
+        if self.load == "kernels":
+            return 1.0
+        return self.cal.training_efficiency if self.load == "training" else self.cal.serving_efficiency
+
     def energy(self, flops: float, precision: str | None, dram_bytes: float) -> float:
-        """Joules of `flops` FLOPs at `precision` (None: not charged) and `dram_bytes` of DRAM
-        traffic (`perf.power`)."""
-        work = flops * flop_energy(self.chip, self.cal, self.load, precision) if precision else 0.0
-        return work + dram_bytes * dram_energy(self.cal)
+        """Joules of `flops` matrix FLOPs at `precision` (None: not charged) and `dram_bytes` of
+        DRAM traffic, from the physical figures of `perf.energy`."""
+        work = 0.0
+        if precision and flops:
+            per_flop = self._joules.get(precision)
+            if per_flop is None:
+                per_flop = self._joules[precision] = flop_pj(self.chip, precision) * PJ
+            work = flops * per_flop
+        dram = self._joules.get("dram")
+        if dram is None:
+            dram = self._joules["dram"] = dram_pj_per_byte(self.chip) * PJ
+        return work + dram_bytes * dram
 
     def capped(self, busy_s: float, joules: float) -> float:
         """`busy_s` of work that spends `joules`, at the clock the chip's TDP sustains."""
