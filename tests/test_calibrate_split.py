@@ -191,3 +191,21 @@ def test_the_command_prints_the_split_and_refuses_to_write_it(tmp_path):
     got = runner.invoke(app, ["calibrate", "--cases", str(path), "--split-date", "2024-9"])
     assert isinstance(got.exception, TapeoutError)
     assert "--split-date: '2024-9' is not a month in the form YYYY-MM" in str(got.exception)
+
+
+def test_an_entry_without_earlier_cases_falls_through_its_hierarchy():
+    """A profile's version fitted only on later cases is left out of a split: its cases take the
+    profile's figure, not the value fitted on themselves."""
+    from tapeout.calibrate import FitSpec
+    from tapeout.calibrate_split import _without
+    from tapeout.perf.calibration import SoftwareRef, table
+
+    tbl = table()
+    version = SoftwareRef("trt-llm", "0.17")
+    assert (
+        tbl.resolve("ampere", version, "serving")[0].serving_efficiency
+        == tbl.entries["serving_efficiency"]["trt-llm@0.17"]
+    )
+    thinned = _without(tbl, [FitSpec(("serving_efficiency",), "llm_inference", "trt-llm@0.17")])
+    after = thinned.resolve("ampere", version, "serving")[0].serving_efficiency
+    assert after == tbl.entries["serving_efficiency"]["trt-llm"]

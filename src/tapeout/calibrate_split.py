@@ -8,17 +8,20 @@ or later (a "later" case), once with those figures and once with the figures in 
 cases are op-level measurements (NCCL tests, STREAM) that cannot be placed in time, so they are
 fitted on and never evaluated.
 
-A figure needs two earlier cases to be fitted, as in `calibrate`. One with fewer keeps its value
-in force, and that value was fitted on every case, the later ones included. The result names
-such figures (`fitted` is None). A later case that such a figure would have been fitted on is
-marked `kept`, because its error does not measure a carry-over; `carried_over` sums the other
-later cases.
+A figure needs two earlier cases to be fitted, as in `calibrate`. An entry of a stack, family,
+profile, era or version with fewer is left out, so its cases take the next entry of their
+hierarchy, fitted on the earlier cases: what would have been predicted before its own cases
+existed. A default with fewer keeps its value in force, and that value was fitted on every case,
+the later ones included. The result names such figures (`fitted` is None). A later case that a
+kept default would have been fitted on is marked `kept`, because its error does not measure a
+carry-over; `carried_over` sums the other later cases.
 
 A split fit is an evaluation, not a calibration to use: nothing is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections import Counter
@@ -81,7 +84,13 @@ def split(
     pool = earlier + undated
     specs = fit_specs(tbl)
     figs = fit_all(tbl, specs, pool, pool)
-    kept = [s for s in specs if len(selected(s, pool, tbl)) < 2]
+    thin = [s for s in specs if len(selected(s, pool, tbl)) < 2]
+    # An entry with too few earlier cases is left out: its cases take the next entry of their
+    # hierarchy (a version's its profile's, a profile's its family's or stack's), fitted on the
+    # earlier cases, which is what would have been predicted before its own cases existed. The
+    # default has nothing under it and keeps its value in force, marked "kept".
+    kept = [s for s in thin if s.stack == "default"]
+    figs.tbl = _without(tbl, [s for s in thin if s.stack != "default"])
     rows = []
     for done, case in enumerate(evaluated):
         if progress is not None:
@@ -102,6 +111,15 @@ def split(
         "all": _summary(rows),
         "carried_over": _summary([r for r in rows if not r["kept"]]),
     }
+
+
+def _without(tbl: CalibrationTable, specs: list[FitSpec]) -> CalibrationTable:
+    """`tbl` without the entries `specs` fit."""
+    gone = {(fig, spec.stack) for spec in specs for fig in spec.figures}
+    entries = {
+        fig: {k: v for k, v in by_key.items() if (fig, k) not in gone} for fig, by_key in tbl.entries.items()
+    }
+    return dataclasses.replace(tbl, entries=entries)
 
 
 def _check_sides(
