@@ -65,6 +65,10 @@ def _case_group(case: Case) -> str | None:
         return "llm_inference"  # server cases search a rate: too slow to refit, always held out
     if case.kind == "llm_training":
         return "llm_training"
+    if case.kind == "recsys_inference" and case.params.scenario != "server":
+        return "recsys_inference"  # server cases search a rate, as LLM serving's: held out
+    if case.kind == "recsys_training":
+        return "recsys_training"
     return None
 
 
@@ -229,7 +233,15 @@ def _figure_rows(
     return rows
 
 
-REPORTED = ("gemm", "attention", "memory", "collective", "llm_training")
+REPORTED = (
+    "gemm",
+    "attention",
+    "memory",
+    "collective",
+    "llm_training",
+    "recsys_inference",
+    "recsys_training",
+)
 
 
 def _per_case(
