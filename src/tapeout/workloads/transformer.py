@@ -218,6 +218,18 @@ def _moe_block(b: _Layer) -> None:
         (Split("ep", "ranks"),),
         routing,
     )
+    if num.dispatch != num.compute:
+        # The dispatcher delivers the copies wider than the experts' matmuls read them (8-bit
+        # training: Megatron-Core sends 16-bit states), so the experts' grouped linear layer
+        # quantizes them itself (Transformer Engine's GroupedLinear: one split quantize over the
+        # experts' rows, writing the row-wise cast the forward reads and the column-wise one the
+        # weight gradient reads): one 16-bit element read and two 8-bit ones written per element
+        # of the routed copies, where a dense layer's input cast is fused into its norm. The
+        # backward's cast of the incoming gradient is one a dense layer runs too, and like it is
+        # left to the framework's efficiency: no backward op here.
+        cast = Elementwise(elements=rows * groups * h, reads=1, writes=1, flops_per_element=0.0,
+                           precision=num.stream, name="experts.cast")  # fmt: skip
+        b.nodes.append(Node(cast, split=(Split("ep", "elements"),), routed=routing, grad=()))
     rows_m = Split("ep", "m")  # the routing sets the rows (and the experts a rank runs)
     expert_n, expert_k = (rows_m, Split("etp", "n")), (rows_m, Split("etp", "k"))
     expert_e = (Split("ep", "elements"), Split("etp", "elements"))
