@@ -170,7 +170,7 @@ def _pct(x: float | None) -> str:
 def _print_split(result: dict[str, Any]) -> None:
     month, n = result["split_date"], result["counts"]
     table = Table(title=f"figures fitted on the {n['fitted_on']} cases dated before {month} or undated")
-    for col in ("figure", "stack", "split fit", "in force", "cases"):
+    for col in ("figure", "entry (stack, family or profile)", "split fit", "in force", "cases"):
         table.add_column(col)
     for f in result["figures"]:
         fitted = "kept (in force)" if f["fitted"] is None else f"{f['fitted']:.3f}"
@@ -207,7 +207,7 @@ def _print_split(result: dict[str, Any]) -> None:
 
 def _print_fit(result: dict[str, Any]) -> None:
     table = Table(title="calibration figures")
-    for col in ("figure", "stack", "fitted", "in force", "cases"):
+    for col in ("figure", "entry (stack, family or profile)", "fitted", "in force", "cases"):
         table.add_column(col)
     for f in result["figures"]:
         table.add_row(
