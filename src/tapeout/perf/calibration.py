@@ -194,8 +194,8 @@ class CalibrationTable:
         self, family: str, software: SoftwareLike | None = None, workload: str | None = None
     ) -> Profile:
         """The keys whose entries a chip of `family` running `software` takes, most specific first:
-        `NAME@VERSION`, `NAME`, the profile's family, the chip's stack (or the stack a `like`
-        profile names), the default. A chip whose family has no stack and no software given takes
+        `NAME@VERSION`, `NAME@ERA` (the era its date falls in), `NAME`, the profile's family, the
+        chip's stack (or the stack a `like` profile names), the default. A chip whose family has no stack and no software given takes
         the `unmeasured` profile. A name the file does not know, or a profile of another family
         than the `workload` (serving, training, recsys), takes the chip's stack, with a note."""
         stack = self.stack_of_family.get(family)
