@@ -385,24 +385,28 @@ COMMANDS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["--chips", "--input-len", "--output-len", "--rate", "--requests", "--max-batch", "--max-tokens",
          "--ttft-limit", "--tpot-limit", "--max-seconds", "--tp", "--pp", "--ep"],
         ["--allow-long-context", "--trace={trace}", "--policy=disaggregated", "--precision=fp8",
-         "--kv-precision=fp8"],
+         "--kv-precision=fp8", "--software=trt-llm@0.17", "--software=Bad Name", "--software=nemo",
+         "--software=x@", "--software=launch"],
     ),
     "train": (
         ["train", "llama-3.1-8b", "--hardware", "h100-sxm", "--chips", "8", "--seq-len", "2048",
          "--global-batch", "64", "--max-seconds", "2"],
         ["--chips", "--seq-len", "--global-batch", "--chips-per-node", "--tp", "--pp", "--dp", "--cp", "--ep",
          "--vpp", "--micro-batch", "--zero", "--zero-shard", "--budget", "--max-seconds"],
-        ["--allow-long-context", "--search", "--sequence-parallel", "--recompute=full", "--precision=fp8"],
+        ["--allow-long-context", "--search", "--sequence-parallel", "--recompute=full", "--precision=fp8",
+         "--software=megatron-lm@2021", "--software=vllm", "--software=[/red]"],
     ),
     "recsys": (
         ["recsys", "dlrm-v2", "--hardware", "h100-sxm", "--chips", "8"],
         ["--chips", "--batch", "--pairs-per-sample", "--latency-limit"],
-        ["--train", "--sharding=table", "--sharding=row", "--precision=fp8"],
+        ["--train", "--sharding=table", "--sharding=row", "--precision=fp8", "--software=hugectr",
+         "--software=sglang"],
     ),
     "cost": (["cost", "tapeout-i1"], ["--volume", "--levy"], ["--region=CN", "--hardware=h100-sxm"]),
     "plan": (["plan", "{demand}"], ["--workers"], []),
-    "validate": (["validate", "{cases}"], [], []),
+    "validate": (["validate", "{cases}"], [], ["--software=mature", "--software=no-such", "--software=@"]),
     "hardware": (["hardware", "show", "h100-sxm"], [], []),
+    "maturity": (["maturity"], ["--share"], []),
     "models": (["models", "show", "llama-2-7b"], [], []),
 }  # fmt: skip
 # Small files the commands read, written once into the scratch folder.
@@ -430,7 +434,10 @@ def command_lines(draw: st.DrawFn) -> list[str]:
         args = ["--max-file-mb", draw(number_text()), *args]
     else:
         position = 2 if name in ("hardware", "models") else 1
-        args[position] = draw(odd_ids())
+        if position < len(args):
+            args[position] = draw(odd_ids())
+        else:  # a command without a positional argument: a stray one
+            args.append(draw(odd_ids()))
     if other and draw(st.booleans()):
         args.append(draw(st.sampled_from(other)))
     if draw(st.booleans()):
