@@ -7,7 +7,10 @@ A FLOP pays, in `energy.yaml`'s figures (each with its source):
 - operand delivery at the reuse the matrix unit achieves: a `rows x cols` unit reads `rows +
   cols` operands per `rows x cols` MACs from its local SRAM (register file or operand buffers),
   and reads and writes its fp32 accumulator once per dot product of depth k (`rows` for an array,
-  32 bytes of operands for a dot-product unit); those bytes also cross half a core on wires;
+  32 bytes of operands for a dot-product unit); those bytes also cross half a core on wires. A
+  dot-product unit's accumulators are charged at the capacity of the store that holds them (the
+  register file of a GPU partition; Blackwell's tensor memory, which serves only the Tensor Core
+  and so crosses no core wire), SRAM energy growing as the square root of capacity;
 - the core's share of shared-SRAM traffic: a core that holds a T x T fp32 output tile in its
   local SRAM reads `w / T` bytes per FLOP from a shared SRAM slice half a die away;
 - the clock tree and pipeline registers, a share of all of the above.
@@ -40,10 +43,22 @@ ENERGY_FILE = Path(__file__).parent / "energy.yaml"
 SCHEMA = "tapeout-energy/1"
 BASE_NODE = "45nm"  # the node of the operation and SRAM figures
 ACCUMULATOR_BYTES = 8  # an fp32 accumulator read and written once per dot product
+LOCAL_SRAM_KIB = 32  # the capacity of the `sram.local` figure
+STORES = ("register_file", "tensor_memory")  # where a dot-product unit keeps its accumulators
 PJ = 1e-12
 # Google (TPU v5e, v5p, v6e) and AWS (Trainium2, Inferentia2) do not publish their nodes: chips
 # launched from this year are taken as N5-class, earlier ones as N7 (their cohorts' nodes).
 UNPUBLISHED_N5_FROM = 2023
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccumulatorStore:
+    """The memory a family's dot-product units read and write their accumulators in: a register
+    file (shared with the partition's other units, so the bytes cross the core) or a tensor memory
+    beside the unit."""
+
+    store: str  # one of STORES
+    capacity_kib: float  # one partition's share
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +70,8 @@ class EnergyTable:
     node_scale: Mapping[str, float]  # energy of the same operation, relative to 45 nm
     local_sram_pj_per_byte: float  # 45 nm
     shared_sram_pj_per_byte: float  # 45 nm
+    sram_capacity_exponent: float  # SRAM access energy ~ capacity ** this
+    accumulator_store: Mapping[str, AccumulatorStore]  # by chip family; others: local SRAM
     wire_pj_per_byte_mm: float
     clock_share: float  # of dynamic power
     dot_product_bytes: float  # operand bytes reduced per accumulator update, dot-product units
@@ -155,6 +172,17 @@ def _node_scale(section: Mapping[str, Any], origin: str) -> dict[str, float]:
     return {node: resolve(node, ()) for node in nodes}
 
 
+def _accumulator_stores(section: Mapping[str, Any], origin: str) -> dict[str, AccumulatorStore]:
+    out: dict[str, AccumulatorStore] = {}
+    for family, entry in section.items():
+        field = f"accumulator_store.{family}"
+        store = _mapping(entry, origin, field).get("store")
+        if store not in STORES:
+            raise TapeoutError(f"{origin}: field '{field}.store': {store!r}; known: {', '.join(STORES)}")
+        out[family] = AccumulatorStore(store=store, capacity_kib=_figure(entry, origin, field, "KiB"))
+    return out
+
+
 def parse_energy(data: Any, origin: str) -> EnergyTable:
     """An `EnergyTable` from the loaded contents of an energy file; bad entries raise a
     TapeoutError naming the field, the value and the unit."""
@@ -169,6 +197,12 @@ def parse_energy(data: Any, origin: str) -> EnergyTable:
         node_scale=_node_scale(_mapping(top.get("node_energy"), origin, "node_energy"), origin),
         local_sram_pj_per_byte=_figure(sram.get("local"), origin, "sram.local", "pJ/B"),
         shared_sram_pj_per_byte=_figure(sram.get("shared"), origin, "sram.shared", "pJ/B"),
+        sram_capacity_exponent=_figure(
+            top.get("sram_capacity_exponent"), origin, "sram_capacity_exponent", "exponent", below_one=True
+        ),
+        accumulator_store=_accumulator_stores(
+            _mapping(top.get("accumulator_store"), origin, "accumulator_store"), origin
+        ),
         wire_pj_per_byte_mm=8 * _figure(top.get("wire"), origin, "wire", "pJ/bit/mm"),
         clock_share=_figure(top.get("clock_share"), origin, "clock_share", "fraction", below_one=True),
         dot_product_bytes=_figure(top.get("dot_product_bytes"), origin, "dot_product_bytes", "B"),
@@ -242,6 +276,16 @@ def _output_tile(chip: ChipSpec) -> float:
     return math.sqrt(local / 4)
 
 
+def _accumulator_cost(chip: ChipSpec, e: EnergyTable, core_mm: float) -> tuple[float, float]:
+    """(SRAM pJ per byte at 45 nm, wire mm) of a byte of the matrix unit's accumulators: the store
+    its family keeps them in (a dot-product unit), else the local SRAM half a core away."""
+    held = e.accumulator_store.get(chip.family)
+    if held is None or _matrix_unit(chip).style == "array":
+        return e.local_sram_pj_per_byte, core_mm
+    size = (held.capacity_kib / LOCAL_SRAM_KIB) ** e.sram_capacity_exponent
+    return e.local_sram_pj_per_byte * size, 0.0 if held.store == "tensor_memory" else core_mm
+
+
 def flop_energy(chip: ChipSpec, precision: str, energy: EnergyTable | None = None) -> FlopEnergy:
     """Picojoules of one dense matrix FLOP at `precision` on `chip`, by part (module docstring).
 
@@ -255,13 +299,15 @@ def flop_energy(chip: ChipSpec, precision: str, energy: EnergyTable | None = Non
     scale, mu = node_scale(chip, e), _matrix_unit(chip)
     width = BYTES_PER_ELEMENT[fmt]
     depth = mu.rows if mu.style == "array" else e.dot_product_bytes / width
-    local_bytes = width / 2 * (1 / mu.rows + 1 / mu.cols) + ACCUMULATOR_BYTES / (2 * depth)
+    operand_bytes = width / 2 * (1 / mu.rows + 1 / mu.cols)
+    acc_bytes = ACCUMULATOR_BYTES / (2 * depth)
     shared_bytes = width / _output_tile(chip)
     core_mm, die_mm = _distances_mm(chip, e)
+    acc_pj, acc_mm = _accumulator_cost(chip, e, core_mm)
     parts = {
         "datapath": e.mac_pj[fmt] / 2 * scale,
-        "operands": local_bytes * e.local_sram_pj_per_byte * scale,
-        "operand_wires": local_bytes * e.wire_pj_per_byte_mm * core_mm,
+        "operands": (operand_bytes * e.local_sram_pj_per_byte + acc_bytes * acc_pj) * scale,
+        "operand_wires": (operand_bytes * core_mm + acc_bytes * acc_mm) * e.wire_pj_per_byte_mm,
         "shared": shared_bytes * (e.shared_sram_pj_per_byte * scale + e.wire_pj_per_byte_mm * die_mm),
     }
     clock = sum(parts.values()) * e.clock_share / (1 - e.clock_share)
@@ -335,6 +381,7 @@ def sustained_clock(chip: ChipSpec, precision: str, dram_bytes_per_flop: float =
 
 __all__ = [
     "ENERGY_FILE",
+    "AccumulatorStore",
     "EnergyTable",
     "FlopEnergy",
     "dram_pj_per_byte",
