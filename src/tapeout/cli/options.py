@@ -23,6 +23,8 @@ def _cli_type(hint: Any) -> type:
         return bool
     if args <= {int}:
         return int
+    if args <= {float}:
+        return float
     return str
 
 

@@ -196,6 +196,11 @@ def train(
         + (f" sharded over {p['zero_shard']} ranks" if p["zero_shard"] else "")
     )
     console.print(f"software: {text(str(out.software))}")
+    if p["capacity_factor"] is not None:
+        console.print(
+            f"experts capped at {num(p['capacity_factor'])} x their mean rows: "
+            f"{num(100 * d['moe_dropped_share'])} % of the routed copies dropped"
+        )
     if out.search is not None:
         s = out.search
         console.print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import Field, field, fields
 from typing import Any
 
+from tapeout import checks
 from tapeout.checks import MAX_CHIPS
 from tapeout.errors import TapeoutError, shown
 
@@ -45,6 +46,24 @@ def check_widths(plan: Any, names: tuple[str, ...], unit: str = "") -> None:
                 f"field '{name}': must be an integer >= 1 and <= {MAX_CHIPS:,}{' ' + unit if unit else ''}, "
                 f"got {shown(value)}"
             )
+
+
+# How experts' loads spread beyond the multinomial draw of a balanced router (workloads/moe.py):
+# the coefficient of variation of expert popularity a trained router leaves (0: none stated, no
+# published figure), and the cap on an expert's rows as a multiple of its mean (None: dropless).
+ROUTER_SKEW = 0.0
+MAX_ROUTER_SKEW = 3.0  # a CV of 3: one expert in ten takes nearly all the tokens
+MAX_CAPACITY_FACTOR = 64.0
+ROUTER_SKEW_HELP = "MoE: coefficient of variation of expert popularity the router leaves (0-3)."
+CAPACITY_HELP = "MoE: cap on an expert's rows, a multiple of its mean; default: dropless."
+
+
+def check_routing(plan: Any) -> None:
+    """A plan's routing statistics: a skew in [0, 3], a capacity factor in (0, 64] or none."""
+    checks.number("router_skew", plan.router_skew, low=0.0, high=MAX_ROUTER_SKEW)
+    if plan.capacity_factor is not None:
+        checks.number("capacity_factor", plan.capacity_factor, "(x an expert's mean rows)", above=0.0,
+                      high=MAX_CAPACITY_FACTOR)  # fmt: skip
 
 
 def as_dict(plan: Any) -> dict[str, Any]:

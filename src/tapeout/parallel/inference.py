@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tapeout.errors import TapeoutError
-from tapeout.parallel.fields import check_widths, plan_field
+from tapeout.parallel.fields import (
+    CAPACITY_HELP,
+    ROUTER_SKEW,
+    ROUTER_SKEW_HELP,
+    check_routing,
+    check_widths,
+    plan_field,
+)
 from tapeout.parallel.shard import Layout
 from tapeout.precision import SERVING, Numerics, Precision, parse
 
@@ -42,9 +49,12 @@ class InferencePlan:
     precision: Precision = plan_field("bf16", "Weights (and activations unless --act-precision).", case=False)
     act_precision: Precision | None = plan_field(None, "Activations; default: --precision.", case=False)
     kv_precision: Precision | None = plan_field(None, "KV cache; default: --precision.")
+    router_skew: float = plan_field(ROUTER_SKEW, ROUTER_SKEW_HELP, case=False)
+    capacity_factor: float | None = plan_field(None, CAPACITY_HELP, case=False)
 
     def __post_init__(self) -> None:
         check_widths(self, ("tp", "pp", "ep"))
+        check_routing(self)
         if max(self.tp, self.ep) % min(self.tp, self.ep):
             raise TapeoutError(
                 f"fields 'tp' and 'ep': one must divide the other (experts are spread over the "

@@ -36,7 +36,14 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from tapeout.errors import TapeoutError, shown
-from tapeout.parallel.fields import check_widths, plan_field
+from tapeout.parallel.fields import (
+    CAPACITY_HELP,
+    ROUTER_SKEW,
+    ROUTER_SKEW_HELP,
+    check_routing,
+    check_widths,
+    plan_field,
+)
 from tapeout.parallel.shard import Layout
 from tapeout.precision import TRAINING, Numerics, Precision, parse
 from tapeout.workloads.ops import AllGather, AllReduce, Collective, ReduceScatter
@@ -86,9 +93,12 @@ class TrainingPlan:
     precision: Precision = plan_field(
         "bf16", "Matmul precision (fp8 and int8 keep 16-bit attention).", case=False
     )
+    router_skew: float = plan_field(ROUTER_SKEW, ROUTER_SKEW_HELP, case=False)
+    capacity_factor: float | None = plan_field(None, CAPACITY_HELP, case=False)
 
     def __post_init__(self) -> None:
         check_widths(self, ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "dp"))
+        check_routing(self)
         if self.recompute not in RECOMPUTE:
             raise TapeoutError(f"field 'recompute': {self.recompute!r}; known: {', '.join(RECOMPUTE)}")
         parse(self.precision, "precision", TRAINING)

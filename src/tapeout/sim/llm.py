@@ -32,6 +32,7 @@ from tapeout.units import GB
 from tapeout.workloads import transformer
 from tapeout.workloads.graph import Graph, Phase, Role
 from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.moe import RouterStats
 from tapeout.workloads.ops import SendRecv
 
 ATTENTION_SHAPES = 1 << 16  # attention costs a replica keeps (a few MB), cleared when full
@@ -167,7 +168,8 @@ class Replica:
     def _lower(self) -> None:
         m, num, lay = self.model, self.numerics, self.layout
         assert not lay.sequence_parallel  # instantiating sharded templates needs no split tokens
-        kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe).ops(), lay))
+        router = self.router
+        kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe, False, router).ops(), lay))
                  for moe, count in transformer.census(m)]  # fmt: skip
         if not self.layers_only and self.plan.pp == 1:  # with stages, the embedding is on another one
             kinds.append((1.0, shard(transformer.embedding(m, 1, num), lay).ops()))
@@ -179,6 +181,11 @@ class Replica:
                 transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay
             ).ops(),
         }
+
+    @property
+    def router(self) -> RouterStats:
+        """The routing statistics the plan states (MoE layers)."""
+        return RouterStats(self.plan.router_skew, self.plan.capacity_factor)
 
     @property
     def _stage_share(self) -> float:
@@ -193,7 +200,8 @@ class Replica:
     def _memory(self, kv_fraction: float) -> Memory:
         m, p, num = self.model, self.plan, self.numerics
         kinds = [
-            (count, shard(transformer.layer(m, 1, num, moe=moe), p)) for moe, count in transformer.census(m)
+            (count, shard(transformer.layer(m, 1, num, moe=moe, router=self.router), p))
+            for moe, count in transformer.census(m)
         ]
         stage = self._stage_share * Graph.join(count * g for count, g in kinds)
         workspace = max((g for _, g in kinds), key=lambda g: g.bytes_of(Role.WORKSPACE))

@@ -50,6 +50,7 @@ from tapeout.units import GB
 from tapeout.workloads import autodiff, transformer
 from tapeout.workloads.graph import Graph, Role
 from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.moe import RouterStats, Routing
 from tapeout.workloads.ops import AllToAll, OpKind, SendRecv
 
 
@@ -65,6 +66,7 @@ class TrainingResult:
     plan: TrainingPlan
     dp: int
     micro_batches: int
+    moe_dropped: float = 0.0  # share of the routed copies past the experts' capacity (0: dropless)
 
     @property
     def memory_gb(self) -> dict[str, float]:
@@ -75,7 +77,7 @@ class TrainingResult:
         return {
             "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
             "hfu": self.hfu, "model_flops_per_step": self.model_flops, "breakdown_s": self.breakdown_s,
-            "memory_per_chip_gb": self.memory_gb, "plan": plan,
+            "memory_per_chip_gb": self.memory_gb, "plan": plan, "moe_dropped_share": self.moe_dropped,
         }  # fmt: skip
 
 
@@ -91,12 +93,13 @@ class _Shape:
     attention: AttentionKernel
     tp_overlap: bool
     ep_overlap: bool
+    router: RouterStats
 
     @classmethod
     def of(cls, plan: TrainingPlan, seq_len: int) -> _Shape:
         p = plan
         return _shape(p.tp, p.sequence_parallel, p.cp, p.ep, p.micro_batch, seq_len, p.attention, p.tp_overlap,
-                      p.ep_overlap, p.precision)  # fmt: skip
+                      p.ep_overlap, p.precision, p.router_skew, p.capacity_factor)  # fmt: skip
 
     @property
     def tokens(self) -> int:
@@ -106,10 +109,11 @@ class _Shape:
 
 @lru_cache(maxsize=4096)
 def _shape(tp: int, sp: bool, cp: int, ep: int, mb: int, seq_len: int, attention: AttentionKernel, tp_overlap: bool,
-           ep_overlap: bool, precision: Precision) -> _Shape:  # fmt: skip
+           ep_overlap: bool, precision: Precision, skew: float, capacity: float | None) -> _Shape:  # fmt: skip
     plan = TrainingPlan(tp=tp, sequence_parallel=sp, cp=cp, ep=ep, micro_batch=mb, attention=attention,
                         tp_overlap=tp_overlap, ep_overlap=ep_overlap, precision=precision)  # fmt: skip
-    return _Shape(plan.layout, plan.numerics, mb, seq_len, attention, tp_overlap, ep_overlap)
+    return _Shape(plan.layout, plan.numerics, mb, seq_len, attention, tp_overlap, ep_overlap,
+                  RouterStats(skew, capacity))  # fmt: skip
 
 
 @lru_cache(maxsize=64)
@@ -166,7 +170,7 @@ def _on(system: System, ranks: int) -> System:
 def _graphs(model: LLMConfig, shape: _Shape, moe: bool) -> tuple[Graph, Graph, Graph, Graph]:
     """Sharded (layer forward, layer backward, attention forward, attention backward)."""
     lay, num = shape.layout, shape.numerics
-    fwd = transformer.layer(model, shape.tokens, num, moe=moe, residual_kernels=True)
+    fwd = transformer.layer(model, shape.tokens, num, moe=moe, residual_kernels=True, router=shape.router)
     att = transformer.attention(model, batch=shape.micro_batch, q_len=shape.seq_len, kv_len=shape.seq_len,
                                 numerics=num, kernel=shape.attention)  # fmt: skip
     if shape.attention == "unfused":  # what it keeps for the backward
@@ -368,8 +372,19 @@ def train_step(
         hfu=hardware / step_time / peak, model_flops=model_flops,
         breakdown_s={"compute": n_mb * compute, "exposed_communication": n_mb * (comm.time_s + ring + p2p)
                      + exposed_dp + zero3, "pipeline_bubble": bubble, "optimizer": optimizer_s},
-        memory=mem, plan=plan, dp=dp, micro_batches=n_mb,
+        memory=mem, plan=plan, dp=dp, micro_batches=n_mb, moe_dropped=_dropped(model, plan, shape),
     )  # fmt: skip
+
+
+def _dropped(model: LLMConfig, plan: TrainingPlan, shape: _Shape) -> float:
+    """Share of the routed copies a capacity factor drops: each expert takes the tokens of one
+    micro-batch from every rank of its expert-parallel group."""
+    if not model.experts or plan.capacity_factor is None:
+        return 0.0
+    tokens = shape.tokens * plan.ep
+    routing = Routing(experts=model.experts, top_k=model.num_experts_per_tok or 1, tokens=tokens,
+                      skew=plan.router_skew, capacity_factor=plan.capacity_factor)  # fmt: skip
+    return routing.dropped(tokens)
 
 
 def _pipeline_sends(model: LLMConfig, system: System, plan: TrainingPlan, shape: _Shape, dp: int, compute: float) -> float:  # fmt: skip

@@ -89,6 +89,19 @@ def _rank_rows(
 
 
 @dataclass(frozen=True, slots=True)
+class RouterStats:
+    """What a run states of its routing beyond the model (the plans' `router_skew` and
+    `capacity_factor`): the skew a trained router leaves, and the experts' capacity (None:
+    dropless)."""
+
+    skew: float = SKEW
+    capacity_factor: float | None = None
+
+
+BALANCED = RouterStats()  # no skew stated, dropless
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     """Each of `tokens` tokens picks `top_k` of `experts` experts.
 

@@ -3,15 +3,14 @@ attention, mixture of experts with routed and shared experts, multi-head latent 
 core attention, the embeddings and the output head. Serving, training, the planner and the
 compiler's checks all read these graphs; nothing else writes a layer's ops.
 
-A layer graph holds the token-parallel ops of one layer in the order they run, for `tokens`
-tokens of one rank's batch, with the collectives that tensor and expert parallelism need left at
-one rank (see `graph`): `tp.gather` where a sharded stream must be whole again (sequence
-parallelism's all-gather), `tp.reduce` where the partial sums of a split matmul meet (the
-all-reduce, or reduce-scatter), `ep.dispatch` and `ep.combine` where tokens travel to and from
-their experts. The core attention is its own graph, because its shape follows the batch
-(prefill chunks, decode contexts), not the token count. Live tensors: the layer's weights, the
-activations a backward needs (Korthikanti et al. 2022, section 4.1, from the layer's own
-structure), the serving workspace per token, and the key/value cache per token.
+A layer graph holds the token-parallel ops of one layer in the order they run, for `tokens` tokens
+of one rank's batch, with the collectives of tensor and expert parallelism at one rank (`graph`):
+`tp.gather` where a sharded stream must be whole again (sequence parallelism's all-gather),
+`tp.reduce` where a split matmul's partial sums meet, `ep.dispatch` and `ep.combine` where tokens
+travel to and from their experts. The core attention is its own graph: its shape follows the batch
+(prefill chunks, decode contexts), not the token count. Live tensors: the weights, the activations
+a backward needs (Korthikanti et al. 2022, section 4.1), the serving workspace per token, and the
+key/value cache per token.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from tapeout.errors import TapeoutError
 from tapeout.precision import BYTES_PER_ELEMENT, Numerics, Precision, narrow, wider
 from tapeout.workloads.graph import COLLECTIVE_KINDS, Dims, Graph, Node, Phase, Role, Split, Tensor
 from tapeout.workloads.llm import LLMConfig
-from tapeout.workloads.moe import Routing
+from tapeout.workloads.moe import BALANCED, RouterStats, Routing
 from tapeout.workloads.ops import (
     AllGather,
     AllReduce,
@@ -87,6 +86,7 @@ class _Layer:
     model: LLMConfig
     num: Numerics
     tokens: int
+    router: RouterStats = BALANCED
     nodes: list[Node] = field(default_factory=list)
     live: list[Tensor] = field(default_factory=list)
 
@@ -203,7 +203,9 @@ def _moe_block(b: _Layer) -> None:
     c, num, t, h = b.model, b.num, b.tokens, b.model.hidden_size
     e, k, g = c.experts, c.num_experts_per_tok or 1, 2 if c.gated_mlp else 1
     ffn = c.moe_intermediate_size or c.ffn_size
-    routing = Routing(experts=e, top_k=k, tokens=t)
+    routing = Routing(
+        experts=e, top_k=k, tokens=t, skew=b.router.skew, capacity_factor=b.router.capacity_factor
+    )
     groups, rows = routing.load(t, e)
     b.mm("router", e, h, (), stream=True)
     # Each of a token's k copies is gathered into its expert's order before the experts and
@@ -219,14 +221,10 @@ def _moe_block(b: _Layer) -> None:
         routing,
     )
     if num.dispatch != num.compute:
-        # The dispatcher delivers the copies wider than the experts' matmuls read them (8-bit
-        # training: Megatron-Core sends 16-bit states), so the experts' grouped linear layer
-        # quantizes them itself (Transformer Engine's GroupedLinear: one split quantize over the
-        # experts' rows, writing the row-wise cast the forward reads and the column-wise one the
-        # weight gradient reads): one 16-bit element read and two 8-bit ones written per element
-        # of the routed copies, where a dense layer's input cast is fused into its norm. The
-        # backward's cast of the incoming gradient is one a dense layer runs too, and like it is
-        # left to the framework's efficiency: no backward op here.
+        # Copies delivered wider than the experts read them (8-bit training: Megatron-Core sends
+        # 16-bit states) are quantized by the grouped linear layer (Transformer Engine: a 16-bit
+        # read, row- and column-wise 8-bit writes per element; a dense layer fuses it into its
+        # norm). The backward's gradient cast a dense layer runs too: no backward op here.
         cast = Elementwise(elements=rows * groups * h, reads=1, writes=1, flops_per_element=0.0,
                            precision=num.stream, name="experts.cast")  # fmt: skip
         b.nodes.append(Node(cast, split=(Split("ep", "elements"),), routed=routing, grad=()))
@@ -258,8 +256,9 @@ def _moe_block(b: _Layer) -> None:
 
 
 def layer(
-    model: LLMConfig, tokens: int, numerics: Numerics, *, moe: bool, residual_kernels: bool = False
-) -> Graph:
+    model: LLMConfig, tokens: int, numerics: Numerics, *, moe: bool, residual_kernels: bool = False,
+    router: RouterStats = BALANCED,
+) -> Graph:  # fmt: skip
     """The token-parallel ops of one layer for `tokens` tokens, in the order they run.
 
     `residual_kernels`: the residual additions run as kernels of their own (training frameworks:
@@ -274,14 +273,18 @@ def layer(
     """
     if tokens < 1:
         raise TapeoutError(f"field 'tokens': a layer needs >= 1 token, got {tokens}")
-    return layer_template(model, numerics, moe, residual_kernels).at(tokens=tokens)
+    return layer_template(model, numerics, moe, residual_kernels, router).at(tokens=tokens)
 
 
 @lru_cache(maxsize=1024)
-def layer_template(model: LLMConfig, numerics: Numerics, moe: bool, residual_kernels: bool = False) -> Graph:
-    """One layer lowered for one token: `.at(tokens)` gives it for any token count."""
+def layer_template(
+    model: LLMConfig, numerics: Numerics, moe: bool, residual_kernels: bool = False,
+    router: RouterStats = BALANCED,
+) -> Graph:  # fmt: skip
+    """One layer lowered for one token: `.at(tokens)` gives it for any token count; `router`: the
+    routing statistics a run states (MoE layers)."""
     c, h = model, model.hidden_size
-    b = _Layer(model, numerics, 1)
+    b = _Layer(model, numerics, 1, router)
     b.stream_op("norm.attention", norm=True)
     b.saved("layer.input", h, numerics.stream, SP_ELEMENTS, Role.INPUT)
     b.marker("gather")
@@ -473,14 +476,6 @@ def _at_rest(num: Numerics) -> Precision:
     return wider(num.stored, num.stream)
 
 
-def layers(model: LLMConfig, tokens: int, numerics: Numerics, *, residual_kernels: bool = False) -> Graph:
-    """Every layer's token-parallel ops: one graph per kind of layer, times its count."""
-    return Graph.join(
-        count * layer(model, tokens, numerics, moe=moe, residual_kernels=residual_kernels)
-        for moe, count in census(model)
-    )
-
-
 def forward(model: LLMConfig, *, batch: int, seq_len: int, numerics: Numerics) -> Graph:
     """A whole forward pass of `batch` sequences of `seq_len` tokens: embedding, every layer with
     its causal attention, the final norm and the output layer over every position.
@@ -493,7 +488,12 @@ def forward(model: LLMConfig, *, batch: int, seq_len: int, numerics: Numerics) -
     """
     tokens = batch * seq_len
     core = attention(model, batch=batch, q_len=seq_len, kv_len=seq_len, numerics=numerics)
+    layers = [count * layer(model, tokens, numerics, moe=moe) for moe, count in census(model)]
     return Graph.join(
-        [embedding(model, tokens, numerics), layers(model, tokens, numerics),
-         model.num_hidden_layers * core, head(model, tokens, numerics)]
-    )  # fmt: skip
+        [
+            embedding(model, tokens, numerics),
+            *layers,
+            model.num_hidden_layers * core,
+            head(model, tokens, numerics),
+        ]
+    )
