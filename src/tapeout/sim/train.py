@@ -118,7 +118,7 @@ def _shape(tp: int, sp: bool, cp: int, ep: int, mb: int, seq_len: int, attention
 
 @lru_cache(maxsize=64)
 def _training(system: System) -> System:
-    """`system` under a training load (its energy figure)."""
+    """`system` under a training load (the frameworks' efficiency figure)."""
     return system if system.load == "training" else dataclasses.replace(system, load="training")
 
 
