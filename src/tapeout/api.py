@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import resolve_chip
 from tapeout.hardware.spec import ChipSpec

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tapeout.cli.compile import compile_command
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -26,6 +28,7 @@ hardware_app = typer.Typer(no_args_is_help=True, help="The hardware catalog.")
 models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
+app.command("compile")(compile_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Hardware = Annotated[str, typer.Option("--hardware", help="A hardware catalog id, or a design file.")]

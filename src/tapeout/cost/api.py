@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout._yaml import load_data_file
 from tapeout.cost.unit import check_design, unit_cost
 from tapeout.errors import TapeoutError, entry_id, require_mapping, shown

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from tapeout import units
+import tapeout.units as units
 from tapeout.errors import TapeoutError
 from tapeout.frozen import Frozen
 from tapeout.precision import FALLBACKS, narrow

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import Field, field, fields
 from typing import Any
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout.checks import MAX_CHIPS
 from tapeout.errors import TapeoutError, shown
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from tapeout import api
+import tapeout.api as api
 from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.hardware.catalog import get_chip
 from tapeout.hardware.spec import ChipSpec

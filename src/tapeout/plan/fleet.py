@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout.cost.tco import TcoAssumptions
 from tapeout.errors import TapeoutError
 from tapeout.hardware.catalog import get_chip

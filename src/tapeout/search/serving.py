@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout.errors import TapeoutError
 from tapeout.sim.capacity import ServingModel
 from tapeout.sim.llm import Replica

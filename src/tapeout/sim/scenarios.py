@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tapeout import checks
+import tapeout.checks as checks
 from tapeout.errors import DoesNotFit, TapeoutError
 from tapeout.sim.llm import Batch, Replica
 from tapeout.sim.requests import Lengths, Requests

@@ -1,0 +1,119 @@
+"""From a captured graph to a `Program` for one chip: lower, fuse, tile, plan memory, schedule,
+and time each kernel with the cost rules (`perf.rules.op_cost`) on the chip's `System` under its
+software profile."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch  # noqa: TID251  (the compiler is the one place torch is imported)
+
+from tapeout.compiler.lower import Context, Lowered, lower
+from tapeout.compiler.passes import Fusion, Tile, fuse, plan_memory, tile
+from tapeout.compiler.program import Program, Step
+from tapeout.errors import TapeoutError, unknown_id
+from tapeout.hardware.spec import ChipSpec
+from tapeout.perf.rules import op_cost
+from tapeout.perf.system import System
+from tapeout.precision import BYTES_PER_ELEMENT, Numerics, at_least_16
+from tapeout.workloads.ops import Matmul, Op
+
+PRECISIONS = ("fp32", "bf16", "fp8", "int8")
+
+
+def get_target(target: str | ChipSpec) -> ChipSpec:
+    """A catalog chip or one of our designs, by exact id; an unknown id lists the known ones."""
+    if isinstance(target, ChipSpec):
+        return target
+    from tapeout.hardware import chip_ids, get_chip
+
+    if target not in chip_ids():
+        raise unknown_id("target", target, chip_ids())
+    return get_chip(target)
+
+
+def numerics_for(chip: ChipSpec, precision: str, *, training: bool) -> Numerics:
+    """The formats a program runs in: matrix inputs in `precision`, the rest in 16 bits at least;
+    a format the chip has no matrix units for is refused, naming the ones it has."""
+    if precision not in PRECISIONS:
+        raise TapeoutError(
+            f"field 'precision': unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+        )
+    chip.require_formats({"precision": precision})
+    if precision == "fp32":
+        return Numerics.training("fp32")
+    if training:
+        return Numerics.training(precision)  # type: ignore[arg-type]
+    return Numerics.serving(weights=precision, activations=precision, kv=at_least_16(precision))  # type: ignore[arg-type]
+
+
+def system_of(chip: ChipSpec, software: str | None, training: bool) -> tuple[System, str]:
+    from tapeout.api import system_for
+
+    system, profile = system_for(chip, 1, software, "training" if training else "serving")
+    if training:
+        system = dataclasses.replace(system, load="training")
+    return system, str(profile)
+
+
+def build(
+    gm: torch.fx.GraphModule, chip: ChipSpec, *, precision: str, software: str | None = None,
+    sizes: Mapping[Any, int] | None = None, named_sizes: Mapping[str, int] | None = None,
+    phase: str = "forward", training: bool = False,
+) -> Program:  # fmt: skip
+    """The program of `gm` on `chip`, at the dynamic `sizes` (symbol -> size)."""
+    numerics = numerics_for(chip, precision, training=training)
+    nodes = lower(gm, numerics, sizes or {})
+    fusion = fuse(nodes)
+    ctx = Context(gm, numerics, sizes or {})
+    weights = _weights(gm, numerics)
+    inputs = {n.name: ctx.nbytes(n) for n in gm.graph.nodes if n.op == "placeholder"}
+    outputs = [a.name for a in gm.graph.output_node().all_input_nodes]
+    memory = plan_memory(nodes, fusion, weights, inputs, outputs, chip)
+    system, profile = system_of(chip, software, training)
+    steps = tuple(_step(n, fusion, system, chip) for n in nodes)
+    schedule = tuple(s.name for s in steps if s.kernel)
+    return Program(target=chip.id, precision=precision, software=profile, phase=phase,
+                   sizes=dict(named_sizes or {}), steps=steps, memory=memory, schedule=schedule)  # fmt: skip
+
+
+def _weights(gm: torch.fx.GraphModule, numerics: Numerics) -> dict[str, float]:
+    """Bytes of each parameter and buffer: floating point in the stored format, others as they are."""
+    out: dict[str, float] = {}
+    for name, t in itertools.chain(gm.named_parameters(), gm.named_buffers()):
+        width = BYTES_PER_ELEMENT[numerics.stored] if t.is_floating_point() else t.element_size()
+        out[name] = t.numel() * width
+    return out
+
+
+def _step(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec) -> Step:
+    op: Op | None = fusion.ops.get(n.name, n.op)
+    into = fusion.fused_into.get(n.name)
+    flops = 0.0 if n.name in fusion.merged or op is None else op.flops
+    t: Tile | None = None
+    if op is None:
+        return Step(name=n.name, target=n.target, op=None, shape=n.shape, precision="-", fused_into=None,
+                    tile=None, time_s=0.0, bound="-", flops=0.0, bytes=0.0, source=n.source)  # fmt: skip
+    if n.folded:
+        return Step(name=n.name, target=n.target, op=op, shape=n.shape, precision=_precision(op),
+                    fused_into="constant", tile=None, time_s=0.0, bound="folded", flops=0.0, bytes=0.0,
+                    source=n.source)  # fmt: skip
+    if into is not None:
+        return Step(name=n.name, target=n.target, op=op, shape=n.shape, precision=_precision(op), fused_into=into,
+                    tile=None, time_s=0.0, bound="fused", flops=flops, bytes=0.0, source=n.source)  # fmt: skip
+    cost = op_cost(op, system)
+    if isinstance(op, Matmul):
+        t = tile(op, chip)
+    if not math.isfinite(cost.time_s):
+        raise TapeoutError(f"op {n.name} ({n.target}): no finite time on {chip.id}")
+    return Step(name=n.name, target=n.target, op=op, shape=n.shape, precision=_precision(op), fused_into=None,
+                tile=t, time_s=cost.time_s, bound=cost.bound, flops=flops, bytes=cost.dram_bytes,
+                fallback=n.fallback, source=n.source)  # fmt: skip
+
+
+def _precision(op: Op) -> str:
+    return str(getattr(op, "precision", "-"))

@@ -1,0 +1,154 @@
+"""The compiled program: an artifact that saves and loads as versioned JSON and prints as a
+per-op table. It holds every node of the captured graph with the op it lowered to, the kernel it
+was fused into, its tile, its time and what bounds it, and the memory plan; `graph()` gives the
+kernels as the shared op graph, which the cost rules, the sharding and the simulators read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tapeout.compiler.passes import MemoryPlan, Tile
+from tapeout.errors import TapeoutError
+from tapeout.workloads.graph import Graph, Node, Phase
+from tapeout.workloads.ops import Attention, Copy, Elementwise, Gather, Matmul, Op, Reduce
+
+SCHEMA = "tapeout-program/1"
+OPS: dict[str, type[Op]] = {c.__name__: c for c in (Matmul, Attention, Elementwise, Reduce, Gather, Copy)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One node of the program. `op` is None for a free node (a view); a node with `fused_into`
+    runs inside that kernel (its time is the kernel's); `flops` is what it adds to the program
+    (zero for a product folded into a sibling's columns)."""
+
+    name: str
+    target: str
+    op: Op | None
+    shape: str
+    precision: str
+    fused_into: str | None
+    tile: Tile | None
+    time_s: float
+    bound: str
+    flops: float
+    bytes: float
+    fallback: bool = False
+    source: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.op.kind.value if self.op is not None else "free"
+
+    @property
+    def kernel(self) -> bool:
+        """Runs as a kernel of its own."""
+        return self.op is not None and self.fused_into is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Program:
+    """A model compiled for one chip, at one size of its dynamic dimensions (`sizes`)."""
+
+    target: str
+    precision: str
+    software: str
+    phase: str  # "forward" or "backward"
+    sizes: dict[str, int]
+    steps: tuple[Step, ...]
+    memory: MemoryPlan
+    schedule: tuple[str, ...]  # the kernels in the order they run
+
+    def kernels(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.kernel)
+
+    def fallbacks(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.fallback)
+
+    def graph(self) -> Graph:
+        """The kernels as the shared op graph."""
+        phase = Phase.BACKWARD if self.phase == "backward" else Phase.FORWARD
+        return Graph(tuple(Node(s.op, phase=phase) for s in self.kernels() if s.op is not None))
+
+    def coverage(self) -> dict[str, str]:
+        """Every ATen op of the captured graph and what it lowered to ("free", an op kind, or
+        "fallback")."""
+        out: dict[str, str] = {}
+        for s in self.steps:
+            out.setdefault(s.target, "fallback" if s.fallback else s.kind)
+        return dict(sorted(out.items()))
+
+    def table(self, *, kernels_only: bool = False) -> str:
+        """The per-op table: op, kind, shape, precision, fused into, time, bound, fallback."""
+        rows = [("op", "kind", "shape", "precision", "fused into", "time (us)", "bound", "fallback")]
+        for s in self.steps:
+            if s.op is None or (kernels_only and not s.kernel):
+                continue
+            time = f"{s.time_s * 1e6:.3f}" if s.kernel else "-"
+            rows.append((s.name, s.kind, s.shape, s.precision, s.fused_into or "-", time, s.bound,
+                         "host" if s.fallback else "-"))  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "target": self.target, "precision": self.precision, "software": self.software,
+            "phase": self.phase, "sizes": self.sizes, "memory": self.memory.as_dict(),
+            "schedule": list(self.schedule), "steps": [_step_json(s) for s in self.steps],
+        }  # fmt: skip
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise TapeoutError(f"{path}: not a program file ({exc})") from exc
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def from_json(cls, data: Any, origin: str = "program") -> Program:
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema != SCHEMA:
+            raise TapeoutError(
+                f"{origin}: field 'schema': {schema!r} is not {SCHEMA!r}; this version reads only that"
+            )
+        try:
+            mem = data["memory"]
+            memory = MemoryPlan(**{**mem, "largest": tuple((str(k), float(v)) for k, v in mem["largest"])})
+            steps = tuple(_step_of(s) for s in data["steps"])
+            return cls(target=data["target"], precision=data["precision"], software=data["software"],
+                       phase=data["phase"], sizes=dict(data["sizes"]), steps=steps, memory=memory,
+                       schedule=tuple(data["schedule"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TapeoutError(f"{origin}: malformed program ({type(exc).__name__}: {exc})") from exc
+
+
+def _op_json(op: Op | None) -> dict[str, Any] | None:
+    if op is None:
+        return None
+    return {"type": type(op).__name__, **{f.name: getattr(op, f.name) for f in fields(op)}}
+
+
+def _step_json(s: Step) -> dict[str, Any]:
+    out = {f.name: getattr(s, f.name) for f in fields(s)}
+    out["op"] = _op_json(s.op)
+    out["tile"] = asdict(s.tile) if s.tile else None
+    return out
+
+
+def _step_of(d: dict[str, Any]) -> Step:
+    op_data = d.get("op")
+    op: Op | None = None
+    if op_data is not None:
+        kind = op_data.pop("type")
+        if kind not in OPS:
+            raise TapeoutError(f"program: field 'op.type': unknown op {kind!r}; known: {', '.join(OPS)}")
+        op = OPS[kind](**op_data)
+    tile = Tile(**d["tile"]) if d.get("tile") else None
+    return Step(**{**d, "op": op, "tile": tile})
