@@ -234,13 +234,23 @@ def test_torch_compile_backend_captures_forward_and_backward():
     x = torch.randn(8, 64, requires_grad=True)
     out = compiled(x)
     out.sum().backward()
-    assert torch.allclose(out, model(x))
-    assert model.fc.weight.grad is not None
+    # Forward and backward run in bf16: near the fp32 result, not equal to it.
+    reference = model(x)
+    error = float(((out - reference).norm() / reference.norm()).detach())
+    assert 0 < error < 0.02
+    emulated_grad = model.fc.weight.grad.clone()
+    model.zero_grad()
+    reference.sum().backward()
+    grad_error = float((emulated_grad - model.fc.weight.grad).norm() / model.fc.weight.grad.norm())
+    assert 0 < grad_error < 0.02
     forward, backward_ = backend.programs()
     assert (forward.phase, backward_.phase) == ("forward", "backward")
     mm = 2 * 8 * 32 * 64
     assert sum(s.flops for s in forward.steps if s.kind == "matmul") == mm
     assert sum(s.flops for s in backward_.steps if s.kind == "matmul") == 2 * mm  # input and weight gradients
+    # The parameters, inputs of the forward graph, are its weights in the memory plan (bf16).
+    assert forward.memory.weight_bytes == (64 * 32 + 32) * 2
+    assert forward.memory.input_bytes == 8 * 64 * 2  # the activation input, in bf16
 
 
 def test_calling_the_compiled_model_runs_it_in_the_chips_formats():

@@ -13,10 +13,11 @@ from typing import Any
 import torch  # noqa: TID251  (the compiler is the one place torch is imported)
 
 from tapeout.compiler.lower import Context, Lowered, lower
-from tapeout.compiler.passes import Fusion, Tile, fuse, plan_memory, tile
+from tapeout.compiler.passes import Fusion, fuse, plan_memory, tile
 from tapeout.compiler.program import Program, Step
 from tapeout.errors import TapeoutError, unknown_id
 from tapeout.hardware.spec import ChipSpec
+from tapeout.perf.matmul import Tiling
 from tapeout.perf.rules import op_cost
 from tapeout.perf.system import System
 from tapeout.precision import BYTES_PER_ELEMENT, Numerics, at_least_16
@@ -63,15 +64,25 @@ def system_of(chip: ChipSpec, software: str | None, training: bool) -> tuple[Sys
 def build(
     gm: torch.fx.GraphModule, chip: ChipSpec, *, precision: str, software: str | None = None,
     sizes: Mapping[Any, int] | None = None, named_sizes: Mapping[str, int] | None = None,
-    phase: str = "forward", training: bool = False,
+    phase: str = "forward", training: bool = False, weight_inputs: frozenset[int] = frozenset(),
 ) -> Program:  # fmt: skip
-    """The program of `gm` on `chip`, at the dynamic `sizes` (symbol -> size)."""
+    """The program of `gm` on `chip`, at the dynamic `sizes` (symbol -> size). `weight_inputs`:
+    the positions of inputs that are the model's parameters (a training graph of AOT autograd
+    takes them as inputs), held as weights in the memory plan."""
     numerics = numerics_for(chip, precision, training=training)
     nodes = lower(gm, numerics, sizes or {})
     fusion = fuse(nodes)
     ctx = Context(gm, numerics, sizes or {})
     weights = _weights(gm, numerics)
-    inputs = {n.name: ctx.nbytes(n) for n in gm.graph.nodes if n.op == "placeholder"}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    stored = BYTES_PER_ELEMENT[numerics.stored]
+    for i in sorted(weight_inputs):
+        val = placeholders[i].meta.get("val") if i < len(placeholders) else None
+        if isinstance(val, torch.Tensor):
+            weights[placeholders[i].name] = val.numel() * (
+                stored if val.is_floating_point() else val.element_size()
+            )
+    inputs = {n.name: ctx.nbytes(n) for n in placeholders if n.name not in weights}
     outputs = [a.name for a in gm.graph.output_node().all_input_nodes]
     memory = plan_memory(nodes, fusion, weights, inputs, outputs, chip)
     system, profile = system_of(chip, software, training)
@@ -94,7 +105,7 @@ def _step(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec) -> Step:
     op: Op | None = fusion.ops.get(n.name, n.op)
     into = fusion.fused_into.get(n.name)
     flops = 0.0 if n.name in fusion.merged or op is None else op.flops
-    t: Tile | None = None
+    t: Tiling | None = None
     if op is None:
         return Step(name=n.name, target=n.target, op=None, shape=n.shape, precision="-", fused_into=None,
                     tile=None, time_s=0.0, bound="-", flops=0.0, bytes=0.0, source=n.source)  # fmt: skip
@@ -107,7 +118,7 @@ def _step(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec) -> Step:
                     tile=None, time_s=0.0, bound="fused", flops=flops, bytes=0.0, source=n.source)  # fmt: skip
     cost = op_cost(op, system)
     if isinstance(op, Matmul):
-        t = tile(op, chip)
+        t = tile(op, system)
     if not math.isfinite(cost.time_s):
         raise TapeoutError(f"op {n.name} ({n.target}): no finite time on {chip.id}")
     return Step(name=n.name, target=n.target, op=op, shape=n.shape, precision=_precision(op), fused_into=None,

@@ -4,8 +4,10 @@
   norm's or softmax's tail, a chain of pointwise maps) when it writes no more elements than that
   kernel; matrix products that read the same activation with the same rows and depth become one
   product with their columns side by side (query, key and value; gate and up projections).
-- Tiling: each matrix product gets the output tile that fits the matrix unit and, double
-  buffered, half the per-core SRAM, largest first.
+- Tiling: each matrix product runs the tiling the matmul cost rule chooses on the target
+  (`perf.matmul.matmul_tiling`: tiles in multiples of the matrix unit whose double-buffered
+  panels fit a core's SRAM, split-K for small products, waves over the cores), so a kernel's
+  time is that of its tiles and one rule decides both.
 - Memory: activations live from the op that writes them to the last that reads them (through
   views); the peak is the most bytes live at once. Weights stay in SRAM when they fit beside that
   peak, else in HBM; what does not fit in HBM is named.
@@ -20,11 +22,11 @@ from dataclasses import dataclass
 from tapeout.compiler.lower import Lowered
 from tapeout.errors import DoesNotFit
 from tapeout.hardware.spec import ChipSpec
-from tapeout.precision import BYTES_PER_ELEMENT
-from tapeout.units import GB, KIB, MIB
+from tapeout.perf.matmul import Tiling, matmul_tiling
+from tapeout.perf.system import System
+from tapeout.units import GB, MIB
 from tapeout.workloads.ops import Elementwise, Matmul, Op, OpKind, Reduce, rebuild
 
-ACCUMULATOR_BYTES = 4  # matrix units accumulate in fp32
 FUSES_INTO = (OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.REDUCE)
 
 
@@ -108,48 +110,10 @@ def _elements(op: Op) -> float:
 
 
 # ---- tiling ----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tile:
-    """An output tile of a matrix product and how many there are; `utilization` is the share of
-    the tiles' MACs that are real (padding at the edges wastes the rest)."""
-
-    m: int
-    n: int
-    k: int
-    tiles: int
-    utilization: float
-
-
-def tile(op: Matmul, chip: ChipSpec) -> Tile:
-    """The largest output tile, in whole multiples of the matrix unit, whose input panels and fp32
-    accumulator fit, double buffered, in half the per-core SRAM."""
-    mu = chip.matrix_unit
-    rows, cols = (mu.rows, mu.cols) if mu else (16, 16)
-    budget = max(chip.sram_per_core_bytes, 64 * KIB) / 2
-    width = BYTES_PER_ELEMENT[op.precision]
-    best = (rows, cols, rows)
-    for tm in _multiples(rows, op.m):
-        for tn in _multiples(cols, op.n):
-            tk = min(_round_up(op.k, rows), 4 * max(tm, tn))
-            need = 2 * (tm + tn) * tk * width + tm * tn * ACCUMULATOR_BYTES
-            if need <= budget and tm * tn > best[0] * best[1]:
-                best = (tm, tn, tk)
-    tm, tn, tk = best
-    count = -(-op.m // tm) * -(-op.n // tn) * op.groups
-    return Tile(m=tm, n=tn, k=tk, tiles=count, utilization=op.m * op.n * op.groups / (count * tm * tn))
-
-
-def _multiples(unit: int, size: int) -> list[int]:
-    top = _round_up(size, unit)
-    out, t = [], unit
-    while t <= min(top, 64 * unit):
-        out.append(t)
-        t *= 2
-    return out
-
-
-def _round_up(x: int, unit: int) -> int:
-    return -(-x // unit) * unit
+def tile(op: Matmul, system: System) -> Tiling:
+    """The tiling the matmul cost rule times `op` with on the target (`perf.matmul`): the output
+    tile, split-K, tile count and waves the program's kernel runs, so the time is the tiles'."""
+    return matmul_tiling(op, system)
 
 
 # ---- memory ----------------------------------------------------------------------------------

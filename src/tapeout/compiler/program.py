@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tapeout.compiler.passes import MemoryPlan, Tile
+from tapeout.compiler.passes import MemoryPlan
 from tapeout.errors import TapeoutError
+from tapeout.perf.matmul import Tiling
 from tapeout.workloads.graph import Graph, Node, Phase
 from tapeout.workloads.ops import Attention, Copy, Elementwise, Gather, Matmul, Op, Reduce
 
@@ -31,7 +32,7 @@ class Step:
     shape: str
     precision: str
     fused_into: str | None
-    tile: Tile | None
+    tile: Tiling | None
     time_s: float
     bound: str
     flops: float
@@ -82,13 +83,16 @@ class Program:
         return dict(sorted(out.items()))
 
     def table(self, *, kernels_only: bool = False) -> str:
-        """The per-op table: op, kind, shape, precision, fused into, time, bound, fallback."""
-        rows = [("op", "kind", "shape", "precision", "fused into", "time (us)", "bound", "fallback")]
+        """The per-op table: op, kind, shape, precision, fused into, tile (a matrix product's output
+        tile, split-K ways and waves over the cores), time, bound, fallback."""
+        rows = [("op", "kind", "shape", "precision", "fused into", "tile", "time (us)", "bound", "fallback")]
         for s in self.steps:
             if s.op is None or (kernels_only and not s.kernel):
                 continue
             time = f"{s.time_s * 1e6:.3f}" if s.kernel else "-"
-            rows.append((s.name, s.kind, s.shape, s.precision, s.fused_into or "-", time, s.bound,
+            t = s.tile
+            tile = f"{t.m}x{t.n}{f'/k{t.k_split}' if t.k_split > 1 else ''} x{t.waves}" if t else "-"
+            rows.append((s.name, s.kind, s.shape, s.precision, s.fused_into or "-", tile, time, s.bound,
                          "host" if s.fallback else "-"))  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -150,5 +154,5 @@ def _step_of(d: dict[str, Any]) -> Step:
         if kind not in OPS:
             raise TapeoutError(f"program: field 'op.type': unknown op {kind!r}; known: {', '.join(OPS)}")
         op = OPS[kind](**op_data)
-    tile = Tile(**d["tile"]) if d.get("tile") else None
+    tile = Tiling(**d["tile"]) if d.get("tile") else None
     return Step(**{**d, "op": op, "tile": tile})

@@ -16,6 +16,7 @@ one mapping evaluated per candidate, not a search.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 from tapeout.perf.common import finish
@@ -68,27 +69,36 @@ def _setup(
     return peak, core_rate, chip.memory_bandwidth * system.cal.memory, chip.sram_shared_bytes, cores, tiles
 
 
-@lru_cache(maxsize=65536)
-def _matmul_cost(
-    m: int,
-    n: int,
-    k: int,
-    groups: int,
-    precision: str,
-    out_precision: str,
-    weight_precision: str | None,
+@dataclass(frozen=True, slots=True)
+class Tiling:
+    """How the rule runs a product: output tiles of `m` x `n`, the reduction split `k_split`
+    ways (split-K), `tiles` tile-slices in `waves` waves over the cores; `utilization` is the
+    share of the tiles' MACs that are real (edge tiles pad the rest)."""
+
+    m: int
+    n: int
+    k: int  # reduction depth of one tile-slice
+    k_split: int
+    tiles: int
+    waves: int
+    utilization: float
+
+
+@lru_cache(maxsize=1024)
+def _plan(
+    m: int, n: int, k: int, groups: int, precision: str, out_precision: str, weight_precision: str | None,
     system: System,
-) -> Cost:
+) -> tuple[Tiling, float, float, float, float]:  # fmt: skip
+    """The fastest candidate tiling, with its compute and memory seconds, DRAM and SRAM bytes."""
     _, core_rate, mem_rate, l2, cores, tiles = _setup(system, precision)
     bpe = BYTES_PER_ELEMENT[precision]
     bpe_w = BYTES_PER_ELEMENT[weight_precision or precision]
     bpe_out = BYTES_PER_ELEMENT[out_precision]
 
-    flops = 2.0 * m * n * k * groups
     a_bytes, b_bytes, c_bytes = m * k * bpe, k * n * bpe_w, m * n * bpe_out
     # The largest output block half the shared SRAM can hold as full-k panels of A and B.
     l2_side = l2 / 2 / (2 * k * bpe) if l2 > 0 else 0.0
-    best: tuple[float, float, float, float, float] | None = None  # time, compute, memory, dram, sram
+    best: tuple[float, Tiling, float, float, float, float] | None = None
     for tm, tn in tiles:
         m_tiles, n_tiles = -(-m // tm), -(-n // tn)
         out_tiles = m_tiles * n_tiles * groups
@@ -116,15 +126,44 @@ def _matmul_cost(
         if best is None or t < best[0]:
             # every tile streams its A and B panels through the cores from the shared SRAM
             panels = out_tiles * (tm * bpe + tn * bpe_w) * k if l2 > 0 else 0.0
-            best = (t, compute, memory, traffic, panels)
+            tiling = Tiling(tm, tn, -(-k // splits), splits, out_tiles * splits, waves,
+                            m * n * groups / (out_tiles * tm * tn))  # fmt: skip
+            best = (t, tiling, compute, memory, traffic, panels)
     assert best is not None
-    _, compute, memory, traffic, panels = best
+    return best[1:]
+
+
+def matmul_tiling(op: Matmul, system: System) -> Tiling:
+    """The tiling `matmul_cost` times `op` with on `system` (what a compiler would emit).
+
+    >>> from tapeout.hardware import get_chip
+    >>> t = matmul_tiling(Matmul(m=4096, n=4096, k=4096), System.of(get_chip("h100-sxm")))
+    >>> t.tiles == -(-4096 // t.m) * -(-4096 // t.n) and t.k_split == 1
+    True
+    """
+    return _plan(op.m, op.n, op.k, op.groups, op.precision, op.out_precision, op.weight_precision, system)[0]
+
+
+@lru_cache(maxsize=65536)
+def _matmul_cost(
+    m: int,
+    n: int,
+    k: int,
+    groups: int,
+    precision: str,
+    out_precision: str,
+    weight_precision: str | None,
+    system: System,
+) -> Cost:
+    _, compute, memory, traffic, panels = _plan(
+        m, n, k, groups, precision, out_precision, weight_precision, system
+    )
     return finish(
         system,
         compute_s=compute,
         memory_s=memory,
         overhead_s=system.cal.kernel_overhead_us * 1e-6,
-        flops=flops,
+        flops=2.0 * m * n * k * groups,
         precision=precision,
         dram_bytes=traffic,
         sram_bytes=panels,
