@@ -56,7 +56,9 @@ def tapeout_backend(
             _PROGRAMS.append(build(graph, chip, precision=str(opts["precision"]), software=opts["software"],
                                    phase=phase, training=True,
                                    weight_inputs=params if phase == "forward" else frozenset()))  # fmt: skip
-            boxed: Callable[..., Any] = make_boxed_func(_runner(graph, str(opts["precision"]), bool(opts["emulate"])))
+            boxed: Callable[..., Any] = make_boxed_func(
+                _runner(graph, str(opts["precision"]), bool(opts["emulate"]))
+            )
             return boxed
 
         return run

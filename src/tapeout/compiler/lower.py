@@ -235,6 +235,17 @@ def _grouped(ctx: Context, node: Fx) -> Op:
     return _mm(ctx, node, max(1, round(rows / experts)), n, k, experts)
 
 
+@rule("transformers.grouped_mm_fallback_backward")
+def _grouped_backward(ctx: Context, node: Fx) -> Op:
+    """The experts' grouped product's backward: per expert, the input gradient (rows x K from
+    the output gradient and the weight) and the weight gradient (K x N over the rows), the same
+    FLOPs each; costed as 2 x experts products of the input gradient's shape."""
+    x, w = node.args[0], node.args[1]
+    rows, k = ctx.shape(x)[-2:]
+    experts, n = ctx.shape(w)[0], ctx.shape(w)[-1]
+    return _mm(ctx, node, max(1, round(rows / experts)), k, n, 2 * experts, weights=False)
+
+
 @rule("aten.convolution")
 def _convolution(ctx: Context, node: Fx) -> Op:
     """A convolution as its implicit GEMM: output pixels x output channels x (input channels / groups x kernel)."""
@@ -401,3 +412,14 @@ def pointwise(ctx: Context, node: Fx) -> Op:
 
 
 RULES["aten.silu"] = RULES["aten.gelu"] = pointwise
+
+
+@rule("aten.native_dropout")
+def _dropout(ctx: Context, node: Fx) -> Op:
+    """Training dropout: reads its input, draws a mask and writes the scaled output and the mask
+    (kept for the backward), one pass over the elements."""
+    x = node.args[0]
+    fmt, scale = ctx.width(x)
+    return Elementwise(
+        elements=max(ctx.numel(x), 1) * scale, reads=1, writes=2, precision=fmt, name=node.name
+    )
