@@ -196,3 +196,17 @@ def test_heldout_training_file_is_valid_and_every_case_predicted(name, rows):
     for case in cases:
         result = predict(case)
         assert result.predicted is not None and result.predicted > 0, (case.id, result)
+
+
+@pytest.mark.slow
+def test_heldout_inference_file_is_valid_and_every_case_predicted():
+    """MLPerf Inference v5.0 and v5.1 (held out: dated after every fitted case): each case
+    states its software and date and is predicted."""
+    path = Path(__file__).parents[1] / "benchmarks" / "heldout" / "mlperf-inference-v5.yaml"
+    cases = load_cases(path)
+    assert len(cases) == 21 and {c.kind for c in cases} == {"llm_inference"}
+    for case in cases:
+        assert case.software is not None and case.software.date is not None, case.id
+        assert case.software.date >= "2025-04", case.id
+        result = predict(case)
+        assert result.predicted is not None and result.predicted > 0, (case.id, result)
