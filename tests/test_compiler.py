@@ -229,6 +229,7 @@ def test_torch_compile_backend_captures_forward_and_backward():
     from tapeout.compiler import backend
 
     backend.clear()
+    torch.manual_seed(0)
     model = Mlp(64, 32)
     compiled = torch.compile(model, backend="tapeout", options={"target": "tapeout-t1"})
     x = torch.randn(8, 64, requires_grad=True)

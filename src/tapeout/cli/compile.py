@@ -36,6 +36,9 @@ def compile_command(
     software: Annotated[
         str | None, typer.Option("--software", help="NAME[@VERSION] of the figures to use.")
     ] = None,
+    tp: Annotated[
+        int, typer.Option("--tp", help="Time one chip of N running the program tensor-parallel.")
+    ] = 1,
     show_report: Annotated[bool, typer.Option("--report", help="Print the per-op table.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the program to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
@@ -51,7 +54,7 @@ def compile_command(
     program = compiled.program()
     if out is not None:
         program.save(out)
-    est = estimate_of(program)
+    est = estimate_of(program, tp=tp, software=software)
     if as_json:
         data: dict[str, Any] = {"estimate": est.as_dict(), "fallbacks": [s.name for s in program.fallbacks()]}
         if show_report:
@@ -60,9 +63,14 @@ def compile_command(
         return
     if show_report:
         print(report(program))
-    else:
-        print(f"{program.target}, {precision}: {est.time_s * 1e3:,.4f} ms, {est.flops / 1e9:,.3f} GFLOP, "
-              f"{est.kernels} kernels, {est.fallbacks} fallbacks ({est.fallback_s * 1e3:,.4f} ms on the host)")  # fmt: skip
+    one = f", one chip of {tp} (tensor-parallel)" if tp > 1 else ""
+    print(f"{program.target}, {precision}{one}: {est.time_s * 1e3:,.4f} ms, {est.flops / 1e9:,.3f} GFLOP, "
+          f"{est.kernels} kernels, {est.fallbacks} fallbacks ({est.fallback_s * 1e3:,.4f} ms on the host)")  # fmt: skip
+    if tp > 1:
+        listed = " (--report lists them)" if est.unplaced and not show_report else ""
+        print(
+            f"collectives {est.communication_s * 1e3:,.4f} ms; {est.unplaced} ops whole on every chip{listed}"
+        )
     if out is not None:
         print(f"program written to {out}")
 

@@ -1,6 +1,6 @@
-"""From a captured graph to a `Program` for one chip: lower, fuse, tile, plan memory, schedule,
-and time each kernel with the cost rules (`perf.rules.op_cost`) on the chip's `System` under its
-software profile."""
+"""From a captured graph to a `Program` for one chip: lower, fuse, place for tensor parallelism,
+tile, plan memory, schedule, and time each kernel with the cost rules (`perf.rules.op_cost`) on
+the chip's `System` under its software profile."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch  # noqa: TID251  (the compiler is the one place torch is imported)
 
 from tapeout.compiler.lower import Context, Lowered, lower
 from tapeout.compiler.passes import Fusion, fuse, plan_memory, tile
+from tapeout.compiler.placement import Placement, place
 from tapeout.compiler.program import Program, Step
 from tapeout.errors import TapeoutError, unknown_id
 from tapeout.hardware.spec import ChipSpec
@@ -21,7 +22,7 @@ from tapeout.perf.matmul import Tiling
 from tapeout.perf.rules import op_cost
 from tapeout.perf.system import System
 from tapeout.precision import BYTES_PER_ELEMENT, Numerics, at_least_16
-from tapeout.workloads.ops import Matmul, Op
+from tapeout.workloads.ops import AllGather, AllReduce, Matmul, Op
 
 PRECISIONS = ("fp32", "bf16", "fp8", "int8")
 
@@ -52,10 +53,11 @@ def numerics_for(chip: ChipSpec, precision: str, *, training: bool) -> Numerics:
     return Numerics.serving(weights=precision, activations=precision, kv=at_least_16(precision))  # type: ignore[arg-type]
 
 
-def system_of(chip: ChipSpec, software: str | None, training: bool) -> tuple[System, str]:
+def system_of(chip: ChipSpec, software: str | None, training: bool, chips: int = 1) -> tuple[System, str]:
+    """`chips` of `chip` (the tensor-parallel group a sharded program runs on) under `software`."""
     from tapeout.api import system_for
 
-    system, profile = system_for(chip, 1, software, "training" if training else "serving")
+    system, profile = system_for(chip, chips, software, "training" if training else "serving")
     if training:
         system = dataclasses.replace(system, load="training")
     return system, str(profile)
@@ -86,7 +88,11 @@ def build(
     outputs = [a.name for a in gm.graph.output_node().all_input_nodes]
     memory = plan_memory(nodes, fusion, weights, inputs, outputs, chip)
     system, profile = system_of(chip, software, training)
-    steps = tuple(_step(n, fusion, system, chip) for n in nodes)
+    held = {placeholders[i].name for i in weight_inputs if i < len(placeholders)}
+    placed = place(gm, nodes, fusion, ctx, held)
+    steps = tuple(
+        s for n in nodes for s in (*_markers(n.name, placed, ctx), _step(n, fusion, system, chip, placed))
+    ) + tuple(_markers("output", placed, ctx))
     schedule = tuple(s.name for s in steps if s.kernel)
     return Program(target=chip.id, precision=precision, software=profile, phase=phase,
                    sizes=dict(named_sizes or {}), steps=steps, memory=memory, schedule=schedule)  # fmt: skip
@@ -101,7 +107,26 @@ def _weights(gm: torch.fx.GraphModule, numerics: Numerics) -> dict[str, float]:
     return out
 
 
-def _step(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec) -> Step:
+def _markers(before: str, placed: Placement, ctx: Context) -> list[Step]:
+    """The marker steps the placement put before node `before` (`output`: at the end)."""
+    out = []
+    for m in placed.markers:
+        if m.before == before:
+            kind = AllReduce if m.name.endswith("reduce") else AllGather
+            op = kind(ranks=1, bytes_per_rank=m.bytes, name=m.name)
+            out.append(Step(name=f"{m.name}.{m.of}", target=m.name, op=op, shape="-", precision=ctx.numerics.stream,
+                            fused_into=None, tile=None, time_s=0.0, bound="marker", flops=0.0, bytes=0.0,
+                            split=m.split))  # fmt: skip
+    return out
+
+
+def _step(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec, placed: Placement) -> Step:
+    step = _timed(n, fusion, system, chip)
+    split, why = placed.splits.get(n.name, ()), placed.unplaced.get(n.name, "")
+    return dataclasses.replace(step, split=split, unplaced=why) if split or why else step
+
+
+def _timed(n: Lowered, fusion: Fusion, system: System, chip: ChipSpec) -> Step:
     op: Op | None = fusion.ops.get(n.name, n.op)
     into = fusion.fused_into.get(n.name)
     flops = 0.0 if n.name in fusion.merged or op is None else op.flops

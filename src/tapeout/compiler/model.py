@@ -3,6 +3,7 @@
 >>> compiled = compile(model, (ids,), target="tapeout-i1", precision="bf16")  # doctest: +SKIP
 >>> compiled(ids)          # runs every op in the chip's formats on the CPU   # doctest: +SKIP
 >>> compiled.estimate()    # time, FLOPs and bytes from the cost rules         # doctest: +SKIP
+>>> compiled.estimate(tp=8)  # one chip of 8 running it tensor-parallel          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from typing import Any
 
 import torch  # noqa: TID251  (the compiler is the one place torch is imported)
 
-from tapeout.compiler.build import build, get_target, numerics_for
+from tapeout.compiler.build import build, get_target, numerics_for, system_of
 from tapeout.compiler.capture import DynamicDims, export
 from tapeout.compiler.program import Program
 from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import ChipSpec
+from tapeout.perf.rules import graph_cost
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     """A program's time on its chip: the kernels' times summed in schedule order; `fallback_s` is
-    the part spent in ops run on the host."""
+    the part spent in ops run on the host. Under tensor parallelism (`tp` > 1) the time, FLOPs and
+    bytes are one chip's, the collectives included (`communication_s`); the memory figures stay
+    the whole program's, and `unplaced` counts the ops computed whole on every chip."""
 
     target: str
     precision: str
@@ -36,19 +40,36 @@ class Estimate:
     fallbacks: int
     peak_activation_bytes: float
     weight_bytes: float
+    tp: int = 1
+    communication_s: float = 0.0
+    unplaced: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def estimate_of(program: Program) -> Estimate:
+def estimate_of(
+    program: Program, *, tp: int = 1, sequence_parallel: bool = False, software: str | None = None,
+    training: bool = False,
+) -> Estimate:  # fmt: skip
+    """The program's estimate on one chip; with `tp` > 1, on one of `tp` chips running it
+    tensor-parallel: its sharded graph (`Program.sharded`) costed by the same rules on a system of
+    `tp` chips under `software` (the collectives over their links)."""
     kernels = program.kernels()
+    time_s, flops = sum(s.time_s for s in kernels), sum(s.flops for s in program.steps)
+    moved, talk = sum(s.bytes for s in kernels), 0.0
+    if tp != 1 or sequence_parallel:
+        system, _ = system_of(get_target(program.target), software, training, chips=tp)
+        one = program.sharded(tp, sequence_parallel=sequence_parallel)
+        cost = graph_cost(one, system)
+        time_s, moved = cost.time_s, cost.dram_bytes
+        talk = graph_cost(one.communication(), system).time_s
+        flops = program.sharded(tp, sequence_parallel=sequence_parallel, fused=True).compute().flops
     return Estimate(
-        target=program.target, precision=program.precision, sizes=dict(program.sizes),
-        time_s=sum(s.time_s for s in kernels), flops=sum(s.flops for s in program.steps),
-        bytes=sum(s.bytes for s in kernels), fallback_s=sum(s.time_s for s in kernels if s.fallback),
-        kernels=len(kernels), fallbacks=len(program.fallbacks()),
-        peak_activation_bytes=program.memory.peak_activation_bytes, weight_bytes=program.memory.weight_bytes,
+        target=program.target, precision=program.precision, sizes=dict(program.sizes), time_s=time_s,
+        flops=flops, bytes=moved, fallback_s=sum(s.time_s for s in kernels if s.fallback), kernels=len(kernels),
+        fallbacks=len(program.fallbacks()), peak_activation_bytes=program.memory.peak_activation_bytes,
+        weight_bytes=program.memory.weight_bytes, tp=tp, communication_s=talk, unplaced=len(program.unplaced()),
     )  # fmt: skip
 
 
@@ -104,8 +125,13 @@ class CompiledModel:
                                         software=self.software, sizes=sizes, named_sizes=named)  # fmt: skip
         return self._programs[key]
 
-    def estimate(self, inputs: Sequence[Any] | None = None) -> Estimate:
-        return estimate_of(self.program(inputs))
+    def estimate(
+        self, inputs: Sequence[Any] | None = None, *, tp: int = 1, sequence_parallel: bool = False
+    ) -> Estimate:
+        """Time, FLOPs and bytes of the program for `inputs`' bucket; with `tp`, one chip's of
+        `tp` running it tensor-parallel (`sequence_parallel`: the stream split by tokens)."""
+        return estimate_of(self.program(inputs), tp=tp, sequence_parallel=sequence_parallel,
+                           software=self.software)  # fmt: skip
 
     def report(self, inputs: Sequence[Any] | None = None) -> str:
         return report(self.program(inputs))
@@ -153,6 +179,10 @@ def report(program: Program) -> str:
         f"memory: weights {m.weight_bytes / 1e6:,.2f} MB in {m.weights_in}; activation peak "
         f"{m.peak_activation_bytes / 1e6:,.2f} MB; inputs {m.input_bytes / 1e6:,.3f} MB",
     ]
+    whole = program.unplaced()
+    if whole:
+        lines.append(f"whole on every chip under tensor parallelism ({len(whole)}):")
+        lines += [f"  {s.name} {s.target}: {s.unplaced}" for s in whole]
     falls = program.fallbacks()
     if falls:
         lines.append(f"fallbacks ({len(falls)}, run on the host, {est.fallback_s * 1e6:,.1f} us):")

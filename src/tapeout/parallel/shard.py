@@ -6,6 +6,8 @@ torchtitan's placements do; the collectives follow from the graph's markers:
   ranks, or a reduce-scatter when sequence parallelism keeps the stream split by tokens;
 - `tp.gather` (a sharded stream must be whole): nothing, or an all-gather under sequence
   parallelism. Sequence parallelism is one flag that changes these two, not a second path;
+- `tp.allgather` (a value split across the ranks must be whole, e.g. for an op a captured
+  program cannot split): an all-gather over the tensor-parallel ranks under any layout;
 - `moe.reduce`: the experts' partial sums, over the ranks one expert's FFN spans (or the whole
   tensor-parallel group when the experts share its tokens);
 - `ep.dispatch` and `ep.combine`: an all-to-all among the expert-parallel ranks when they hold
@@ -229,6 +231,8 @@ def _marker(node: Node, layout: Layout) -> list[Node]:
         return [sent, sorted_] if "dispatch" in op.name else [sorted_, sent]
     split_stream = layout.sequence_parallel and axis in ("tp", "moe")
     new: Collective | None
+    if isinstance(op, AllGather) and op.name == "tp.allgather":  # a split value made whole
+        return [rebuild(node, op=AllGather(ranks=ranks, bytes_per_rank=size, name=op.name), split=())]
     if isinstance(op, AllReduce):
         new = (ReduceScatter if split_stream else AllReduce)(ranks=ranks, bytes_per_rank=size, name=op.name)
     elif isinstance(op, AllGather):
