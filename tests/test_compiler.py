@@ -229,6 +229,7 @@ def test_torch_compile_backend_captures_forward_and_backward():
     from tapeout.compiler import backend
 
     backend.clear()
+    torch._dynamo.reset()  # no graph compiled by another test (other options) is reused
     torch.manual_seed(0)
     model = Mlp(64, 32)
     compiled = torch.compile(model, backend="tapeout", options={"target": "tapeout-t1"})
@@ -273,6 +274,7 @@ def test_every_aten_op_of_the_reference_training_graphs_lowers():
 
     for name, (model, inputs) in _coverage_models().items():
         backend.clear()
+        torch._dynamo.reset()
         compiled = torch.compile(model.train(), backend="tapeout", options={"target": "tapeout-t1"})
         compiled(*inputs).float().square().mean().backward()
         phases = [p.phase for p in backend.programs()]

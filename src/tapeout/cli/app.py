@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from tapeout.cli.compile import compile_command
+from tapeout.cli.explore import explore_command
+from tapeout.cli.study import report_command, study_command
 
 app = typer.Typer(
     add_completion=False,
@@ -29,6 +31,9 @@ models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
 app.command("compile")(compile_command)
+app.command("explore")(explore_command)
+app.command("study")(study_command)
+app.command("report")(report_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Hardware = Annotated[str, typer.Option("--hardware", help="A hardware catalog id, or a design file.")]

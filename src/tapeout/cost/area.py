@@ -24,7 +24,7 @@ evenly across them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -51,10 +51,13 @@ class Area:
 
     @property
     def total(self) -> float:
-        return float(sum(asdict(self).values()))
+        return float(sum(getattr(self, name) for name in _AREA_BLOCKS))
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 1) for k, v in asdict(self).items()}
+
+
+_AREA_BLOCKS = tuple(f.name for f in fields(Area))
 
 
 def die_of(chip: ChipSpec) -> DieSpec:

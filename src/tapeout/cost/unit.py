@@ -140,15 +140,16 @@ def unit_cost(chip: ChipSpec, *, volume: int | None = None, data: Silicon | None
         raise TapeoutError(f"field 'volume': must be >= 1 unit, got {volume}")
     node = s.node(chip.process_node, chip.id)
     area = die_area(chip, s)
+    total = area.total
     n = chip.dies_per_package
-    dpw = dies_per_wafer(area.total, s.wafer_diameter_mm)
+    dpw = dies_per_wafer(total, s.wafer_diameter_mm)
     if dpw < 1:
-        raise TapeoutError(f"{chip.id}: a {area.total:,.0f} mm^2 die does not fit on a wafer")
-    y = die_yield(area.total, node.defects_per_cm2, s.yield_alpha)
+        raise TapeoutError(f"{chip.id}: a {total:,.0f} mm^2 die does not fit on a wafer")
+    y = die_yield(total, node.defects_per_cm2, s.yield_alpha)
     dies = n * node.wafer_usd / (dpw * y)
     memory = chip.memory.capacity_gb * s.memory_usd_per_gb[chip.memory.type]
     if chip.memory.type in HBM_STACK_GB_S:
-        interposer = area.total * n + die_of(chip).memory_interfaces * s.hbm_footprint_mm2
+        interposer = total * n + die_of(chip).memory_interfaces * s.hbm_footprint_mm2
         package = interposer * s.cowos_usd_per_mm2
     else:
         package = s.organic_package_usd
@@ -160,11 +161,12 @@ def unit_cost(chip: ChipSpec, *, volume: int | None = None, data: Silicon | None
     )  # fmt: skip
 
 
-def check_design(chip: ChipSpec, data: Silicon | None = None) -> None:
+def check_design(chip: ChipSpec, data: Silicon | None = None, *, unit: UnitCost | None = None) -> None:
     """A design must fit the reticle, seat its HBM on the die's long edges and sustain at least
-    half its clock within its power budget; each failure names the numbers."""
+    half its clock within its power budget; each failure names the numbers. `unit`: the chip's
+    `unit_cost` when the caller has it already (its area and power are used, not recomputed)."""
     s = data or silicon()
-    area = die_area(chip, s).total
+    area = die_area(chip, s).total if unit is None else unit.area.total
     if area > s.reticle_mm2:
         raise TapeoutError(
             f"{chip.id}: the modelled die is {area:,.0f} mm^2, over the {s.reticle_mm2:,.0f} mm^2 reticle limit"
@@ -178,7 +180,7 @@ def check_design(chip: ChipSpec, data: Silicon | None = None) -> None:
                 f"{chip.id}: {sites} HBM stacks need {sites / 2 * s.hbm_site_edge_mm:.1f} mm of each long "
                 f"edge, but a {area:,.0f} mm^2 die has {long_edge:.1f} mm edges: at most {seats} stacks"
             )
-    p = power(chip)
+    p = power(chip) if unit is None else unit.power
     if p.sustained_clock < 0.5:
         raise TapeoutError(
             f"{chip.id}: over its power budget: full load draws {p.full_load_w:,.0f} W (compute "

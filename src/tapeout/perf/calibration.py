@@ -243,10 +243,16 @@ class CalibrationTable:
         return _resolved(self, profile.keys), profile
 
     def for_family(self, family: str) -> Calibration:
-        return self.resolve(family)[0]
+        """The figures of a chip of `family` with no software named (memoised per table)."""
+        return _for_family(self, family)
 
     def stack(self, family: str) -> str:
         return self.stack_of_family.get(family, "default")
+
+
+@functools.lru_cache(maxsize=256)
+def _for_family(tbl: CalibrationTable, family: str) -> Calibration:
+    return tbl.resolve(family)[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,158 @@
+"""Search strategies: which designs to evaluate next. Kept apart from the model: a strategy asks
+for batches of designs (knob values) and is told their results; it never costs anything itself.
+
+- `grid`: every combination of the knobs' grid values, in order (a space whose grid exceeds the
+  budget is refused: a truncated grid would only vary the last knobs);
+- `random`: designs drawn uniformly (log-uniformly for `log` ranges) with a seeded generator,
+  each design once;
+- `nsga2`: NSGA-II (Deb et al. 2002) from Optuna, driven by ask and tell a generation at a time,
+  with the constraints' violation as Optuna's constraint (feasible designs dominate).
+
+All are deterministic for a space and a seed, whatever executes the evaluations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from tapeout.errors import TapeoutError
+from tapeout.explore.evaluate import Result
+from tapeout.explore.knobs import Knob, Value
+from tapeout.explore.space import Space
+
+Point = dict[str, Value]
+DEFAULT_BUDGET = 1000
+MAX_GRID = 10_000_000  # designs a grid may list without a budget
+DRAWS_PER_DESIGN = 20  # random draws tried per distinct design before the space is taken as exhausted
+INSTALL = "the nsga2 strategy needs Optuna: pip install 'tapeout[explore]'"
+
+
+def key(space: Space, point: Mapping[str, Value]) -> str:
+    """A design's identity: its knob values in the space's order, as JSON."""
+    return json.dumps([point[n] for n in space.names])
+
+
+class Strategy(Protocol):
+    def ask(self, n: int) -> list[Point]: ...  # up to n designs; none when done
+    def tell(self, points: Sequence[Point], results: Sequence[Result]) -> None: ...
+
+
+def grid_size(knobs: Sequence[Knob]) -> int:
+    return math.prod(len(k.grid()) for k in knobs)
+
+
+class Grid:
+    def __init__(self, space: Space, budget: int | None) -> None:
+        size = grid_size(space.knobs)
+        if budget is not None and budget < size:
+            raise TapeoutError(
+                f"the grid of {size:,} designs is over the budget of {budget:,}; raise the budget or use the "
+                "random or nsga2 strategy"
+            )
+        if size > MAX_GRID:
+            raise TapeoutError(
+                f"the grid holds {size:,} designs, over {MAX_GRID:,}: use random or nsga2 with a budget"
+            )
+        names = space.names
+        self._designs = (
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(k.grid() for k in space.knobs))
+        )
+
+    def ask(self, n: int) -> list[Point]:
+        return list(itertools.islice(self._designs, n))
+
+    def tell(self, points: Sequence[Point], results: Sequence[Result]) -> None:
+        return None
+
+
+class Random:
+    def __init__(self, space: Space, budget: int | None, seed: int) -> None:
+        self._space, self._left = space, budget or DEFAULT_BUDGET
+        self._rng = np.random.default_rng(seed)
+        self._seen: set[str] = set()
+        discrete = all(k.choices or k.step is not None for k in space.knobs)
+        self._size = grid_size(space.knobs) if discrete else None
+
+    def ask(self, n: int) -> list[Point]:
+        out: list[Point] = []
+        draws = DRAWS_PER_DESIGN * n
+        while len(out) < min(n, self._left) and draws > 0 and len(self._seen) != self._size:
+            draws -= 1
+            p = {k.name: k.sample(self._rng) for k in self._space.knobs}
+            k = key(self._space, p)
+            if k not in self._seen:
+                self._seen.add(k)
+                out.append(p)
+        self._left -= len(out)
+        return out
+
+    def tell(self, points: Sequence[Point], results: Sequence[Result]) -> None:
+        return None
+
+
+class Nsga2:
+    """Optuna's NSGA-II sampler through ask and tell: each generation is asked whole, evaluated
+    (by whatever executor) and told back in the order it was asked."""
+
+    def __init__(self, space: Space, budget: int | None, seed: int) -> None:
+        try:
+            optuna: Any = importlib.import_module("optuna")
+        except ImportError as exc:
+            raise TapeoutError(f"{INSTALL} ({exc})") from exc
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._fail = optuna.trial.TrialState.FAIL
+        self._space, self._left = space, budget or DEFAULT_BUDGET
+        self._population = space.search.population
+        sampler = optuna.samplers.NSGAIISampler(population_size=self._population, seed=seed)
+        directions = ["maximize" if o.direction == "max" else "minimize" for o in space.objectives]
+        self._study = optuna.create_study(directions=directions, sampler=sampler)
+        self._trials: list[Any] = []
+
+    def ask(self, n: int) -> list[Point]:
+        """The next generation (or what the budget leaves of it); `n` does not cut a generation."""
+        count = min(self._population, self._left)
+        self._left -= count
+        self._trials = [self._study.ask() for _ in range(count)]
+        return [{k.name: _suggest(t, k) for k in self._space.knobs} for t in self._trials]
+
+    def tell(self, points: Sequence[Point], results: Sequence[Result]) -> None:
+        for trial, r in zip(self._trials, results, strict=True):
+            values = [r.metrics.get(o.metric, math.nan) for o in self._space.objectives]
+            if not all(math.isfinite(v) for v in values):
+                self._study.tell(trial, state=self._fail)
+                continue
+            with warnings.catch_warnings():  # a constraint set twice warns; ours is set once
+                warnings.simplefilter("ignore")
+                trial.set_constraint("violation", r.violation if not r.feasible else 0.0)
+            self._study.tell(trial, values)
+
+
+def _suggest(trial: Any, k: Knob) -> Value:
+    """A knob's value from an Optuna trial, in the knob's own grid or range."""
+    if k.choices:
+        return k.choices[int(trial.suggest_categorical(k.name, list(range(len(k.choices)))))]
+    if k.spec.kind == "int":
+        step = int(k.step) if k.step is not None else 1
+        return int(trial.suggest_int(k.name, int(k.low), int(k.high), step=step, log=k.log))
+    if k.step is not None:
+        values = k.grid()
+        return values[int(trial.suggest_int(k.name, 0, len(values) - 1))]
+    return round(float(trial.suggest_float(k.name, k.low, k.high, log=k.log)), 12)
+
+
+def strategy(space: Space) -> Strategy:
+    s = space.search
+    if s.strategy == "grid":
+        return Grid(space, s.budget)
+    if s.strategy == "random":
+        return Random(space, s.budget, s.seed)
+    return Nsga2(space, s.budget, s.seed)
