@@ -187,10 +187,9 @@ def test_flagship_every_number_is_traceable():
     assert r.headline.source and "Against buying h20" in r.headline.text
     assert [s.key for s in r.sections] == ["answer", "workloads", "roofline", "die", "pareto", "software",
                                            "confidence"]  # fmt: skip
-    assert (
-        r.section("pareto").missing is not None
-        and "no exploration store given" in r.section("pareto").missing
-    )
+    pareto = r.section("pareto")  # the flagship sweeps its space file around tapeout-i1 as it runs
+    assert pareto.missing is None and pareto.charts and pareto.tables
+    assert all("tapeout explore" in src for src in pareto.tables[0].sources)
     charts = [c for s in r.sections for c in s.charts]
     assert len(charts) >= 20 and all(c.reading for c in charts)
     for c in charts:

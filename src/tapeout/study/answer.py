@@ -230,10 +230,10 @@ def _band_chart(rows: list[Saving], q: float) -> Chart:
                              for _ in rows),
                error_low=tuple(((r[1] - r[2]) - r[3]) / 1e6 for r in rows),
                error_high=tuple((r[4] - (r[1] - r[2])) / 1e6 for r in rows))  # fmt: skip
-    sure = all(r[3] > 0 for r in rows) or all(r[4] < 0 for r in rows)
+    sure = all(r[3] > 0 or r[4] < 0 for r in rows)  # no comparison's band holds zero
     return Chart(title="Savings of our chips, with the model's observed error band", kind="bar",
                  x_title="against", y_title="savings over the TCO period, $M", series=(s,),
-                 reading=("The sign of the savings holds across the error band." if sure else
+                 reading=("The sign of each comparison's savings holds across its error band." if sure else
                           "The error band crosses zero for at least one comparison: the model cannot tell "
                           "which is cheaper there."))  # fmt: skip
 

@@ -8,7 +8,7 @@ name: Should we build our own chips?
 notes: free text, shown on the page
 baseline: h20                 # a bought candidate: what is bought today (default: the first bought one)
 error_quantile: 0.9           # the validation error band carried into the headline
-exploration: runs/i1-space    # optional: a `tapeout explore` store, or its `explore show --json` file
+exploration: i1-space.yaml    # optional: a space file (swept here), a `tapeout explore` store, or its JSON
 compile: true                 # compile the study's models for our chips (needs the torch extra)
 candidates: [...]             # as in `tapeout plan`
 demands: [...]

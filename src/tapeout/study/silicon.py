@@ -80,10 +80,21 @@ def _largest(area: dict[str, float]) -> str:
     return f"{a.replace('_', ' ')} {area[a]:,.0f} and {b.replace('_', ' ')} {area[b]:,.0f} mm²"
 
 
+SPACE_SCHEMA = "tapeout-space/1"
+
+
 def _read_store(path: Path) -> dict[str, Any]:
-    """`tapeout explore show DIR --json` of a store folder, or such a JSON file as saved."""
+    """`tapeout explore show DIR --json` of a store folder, or such a JSON file as saved; or a
+    space file (`tapeout-space/1`), swept here into a temporary store (one process)."""
     if path.is_file():
         data = load_data_file(path)
+        if isinstance(data, dict) and data.get("schema") == SPACE_SCHEMA:
+            import tempfile
+
+            from tapeout.explore import explore  # imported here: exploration is optional in a study
+
+            with tempfile.TemporaryDirectory(prefix="tapeout-study-") as tmp:
+                return explore(path, out=Path(tmp) / "space.explore", workers=1).as_dict()
     elif path.is_dir():
         from tapeout.explore import show  # imported here: exploration is optional in a study
 
@@ -101,13 +112,16 @@ TITLE = "The design space around them"
 def pareto(path: Path | None) -> Section:
     """The designs of an exploration store on its first two objectives, the front marked."""
     if path is None:
-        return Section(key="pareto", title=TITLE, missing="no exploration store given (add `exploration: DIR` "
-                       "to the study, a folder written by `tapeout explore`)")  # fmt: skip
+        return Section(key="pareto", title=TITLE, missing="no exploration given (add `exploration:` to the "
+                       "study: a space file, or a folder written by `tapeout explore`)")  # fmt: skip
     try:
         data = _read_store(path)
     except ImportError as exc:
         return Section(key="pareto", title=TITLE, missing=f"exploration is not in this installation ({exc})")
-    return front_section(data, f"tapeout explore show {path} --json")
+    ran = path.is_file() and path.suffix in (".yaml", ".yml")
+    return front_section(
+        data, f"tapeout explore {path} --json" if ran else f"tapeout explore show {path} --json"
+    )
 
 
 def front_section(data: dict[str, Any], src: str) -> Section:

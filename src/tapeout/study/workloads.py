@@ -21,6 +21,7 @@ from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import resolve_model
 
 CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2)  # of the plan's rate
+CURVE_CEILING = 10.0  # the chart's top, in multiples of the latency limit
 PRICE_NAMES = {"serving": "$ per million output tokens", "recsys": "$ per thousand samples",
                "training": "$ per run"}  # fmt: skip
 CURVE = "sim.capacity.ServingModel (the planner's steady-state model)"
@@ -118,20 +119,29 @@ def curve(d: ServingDemand, candidate: str, chip_id: str, cap: Capacity) -> Curv
 
 def _curve_chart(d: ServingDemand, curves: list[Curve], metric: str) -> Chart:
     limit = d.ttft_limit_s if metric == "ttft" else d.tpot_limit_s
+    # Past a replica's capacity the queue grows without bound and the quantile with it: points
+    # beyond CURVE_CEILING times the limit are left out of the chart (the reading says so).
+    ceiling = CURVE_CEILING * limit
     series = tuple(
         Series(name=c.candidate, x=c.tokens_per_chip,
-               y=tuple(None if v is None else 1e3 * v for v in (c.ttft_s if metric == "ttft" else c.tpot_s)),
+               y=tuple(None if v is None or v > ceiling else 1e3 * v
+                       for v in (c.ttft_s if metric == "ttft" else c.tpot_s)),
                sources=tuple(c.source for _ in c.tokens_per_chip), mode="lines+markers",
                notes=tuple(f"{100 * s:g} % of the plan's rate" for s in CURVE_SHARES))
         for c in curves
     )  # fmt: skip
     best = max(curves, key=lambda c: c.capacity_per_chip)
     name = "TTFT" if metric == "ttft" else "TPOT"
+    at_capacity = [(c.ttft_s if metric == "ttft" else c.tpot_s)[CURVE_SHARES.index(1.0)] for c in curves]
+    binds = any(v is not None and v >= 0.8 * limit for v in at_capacity)
+    ends = (f"Each curve rises to the {name} limit ({1e3 * limit:g} ms) where its chip's capacity ends"
+            if binds else f"At each chip's capacity the p99 {name} stays under its limit ({1e3 * limit:g} ms): "
+            "the other latency limit sets the capacity")  # fmt: skip
     return Chart(title=f"{d.name}: p99 {name} against throughput per chip", kind="line",
                  x_title="output tokens/s per chip", y_title=f"p99 {name}, ms", series=series, log_x=True, log_y=True,
                  limits=(Limit(axis="y", value=1e3 * limit, label=f"p99 {name} limit"),),
-                 reading=f"Each curve rises to the {name} limit ({1e3 * limit:g} ms) where its chip's capacity "
-                 f"ends; {best.candidate} reaches furthest, {best.capacity_per_chip:,.0f} tokens/s per chip.")  # fmt: skip
+                 reading=f"{ends}; {best.candidate} reaches furthest, {best.capacity_per_chip:,.0f} tokens/s per chip. "
+                 f"Points past {CURVE_CEILING:g} times the limit (an unbounded queue) are not drawn.")  # fmt: skip
 
 
 def workloads(fleet: FleetPlan, ours: tuple[str, ...]) -> Section:
