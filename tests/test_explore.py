@@ -199,8 +199,8 @@ def _raw(**changes: object) -> dict:
             {"knobs": {"memory.type": ["HBM3e"]}},
             "HBM3e stacks hold 24, 36 GB; the space allows memory.gb_per_interface 16 GB",
         ),
-        ({"base": "h100-sxm"}, "'h100-sxm' is a catalog chip"),
-        ({"base": "tapeout-x9"}, "unknown base design 'tapeout-x9'"),
+        ({"base": "tapeout-x9"}, "unknown base 'tapeout-x9'"),
+        ({"base": "mtia-v1", "knobs": {"memory.interfaces": [4]}}, "knobs.memory.interfaces': unknown knob"),
         (
             {"mix": [{"name": "c", "kind": "program"}]},
             "'program': compiled programs (tapeout compile) are not yet",
@@ -325,3 +325,27 @@ def test_explorer_core_runs_without_its_optional_libraries():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert not (ROOT / "never-written").exists()
+
+
+def test_a_catalog_chip_base_keeps_its_published_numbers_and_scales_with_the_knobs():
+    from tapeout.explore.variant import apply_catalog
+    from tapeout.hardware import get_chip
+    from tapeout.hardware.catalog import chip_from_mapping
+
+    space = parse_space(_raw(base="h100-sxm", knobs={"num_cores": [132, 264]}, constraints={}), "t", ROOT)
+    assert space.catalog
+    h100 = get_chip("h100-sxm")
+    same = chip_from_mapping(apply_catalog(space.base, {}), "t", "h100-sxm-variant")
+    assert (same.peak_tflops, same.memory, same.die, same.tdp_w) == (h100.peak_tflops, h100.memory, h100.die,
+                                                                     h100.tdp_w)  # fmt: skip
+    assert unit_cost(same).manufacturing_usd == pytest.approx(unit_cost(h100).manufacturing_usd)
+    twice = chip_from_mapping(apply_catalog(space.base, {"num_cores": 264, "memory.interfaces": 6,
+                                                         "memory.type": "HBM3e", "memory.gb_per_interface": 24}),
+                              "t", "v")  # fmt: skip
+    assert twice.peak_flops("bf16") == pytest.approx(2 * h100.peak_flops("bf16"))
+    assert twice.die is not None and h100.die is not None and twice.die.cores == 2 * h100.die.cores
+    # Six stacks at the published rate per stack, scaled by HBM3e's standard rate over HBM3's.
+    assert twice.memory.bandwidth_gb_s == pytest.approx(3350 / 5 * 6 * 1200 / 819)
+    assert twice.memory.capacity_gb == 144 and twice.price == () and twice.die_area_mm2 is None
+    ev = Evaluator(space)
+    assert ev.silicon({"num_cores": 132}).ok and ev.silicon({"num_cores": 264}).reason  # past the reticle

@@ -83,7 +83,9 @@ class Evaluator:
         got = self._silicon.get(key)
         if got is None:
             s = self.space
-            got = silicon(s.base, knobs, origin=s.origin, volume=s.volume, tco=s.tco, bounds=s.bounds)
+            got = silicon(
+                s.base, knobs, origin=s.origin, volume=s.volume, tco=s.tco, bounds=s.bounds, catalog=s.catalog
+            )
             if len(self._silicon) >= SILICON_CACHE:
                 self._silicon.clear()
             self._silicon[key] = got

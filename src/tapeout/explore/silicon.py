@@ -15,6 +15,7 @@ from tapeout.cost.tco import TcoAssumptions, chip_tco
 from tapeout.cost.unit import check_design, unit_cost
 from tapeout.errors import TapeoutError
 from tapeout.explore.knobs import Value, apply
+from tapeout.explore.variant import apply_catalog
 from tapeout.hardware.catalog import chip_from_mapping
 from tapeout.hardware.design import expand_design
 from tapeout.hardware.spec import ChipSpec
@@ -91,12 +92,17 @@ def silicon(
     volume: int,
     tco: TcoAssumptions,
     bounds: tuple[Bound, ...],
+    catalog: bool = False,
 ) -> Silicon:
-    """The silicon of the design `base` with `knobs` applied: the chip its design file expands to,
-    its cost and power, checked against `bounds` and then `cost.unit.check_design`."""
+    """The silicon of the design `base` with `knobs` applied: the chip its design file expands to
+    (or, for a catalog chip, its variant: `explore.variant`), its cost and power, checked against
+    `bounds` and then `cost.unit.check_design`."""
     try:
-        data = apply(base, knobs)
-        chip = chip_from_mapping(expand_design(data, origin), origin, str(base.get("id")))
+        if catalog:
+            variant = apply_catalog(base, knobs)
+            chip = chip_from_mapping(variant, origin, str(variant["id"]))
+        else:
+            chip = chip_from_mapping(expand_design(apply(base, knobs), origin), origin, str(base.get("id")))
         unit = unit_cost(chip, volume=volume)
     except TapeoutError as exc:
         return Silicon(chip=None, metrics={}, reason=str(exc), violation=1.0)

@@ -36,6 +36,7 @@ from tapeout.explore.kinds import lower
 from tapeout.explore.knobs import Knob, known_knobs, parse_knob
 from tapeout.explore.mix import Context, Workload
 from tapeout.explore.silicon import SILICON_METRICS, Bound
+from tapeout.explore.variant import catalog_knobs, stack_gb
 from tapeout.hardware.catalog import CATALOG_DIR, DESIGNS_DIR
 from tapeout.hardware.design import HBM_STACK_GB
 
@@ -74,7 +75,7 @@ class Search:
 class Space:
     origin: str
     base_id: str
-    base: Mapping[str, Any]  # the base design file's mapping
+    base: Mapping[str, Any]  # the base design file's mapping, or the catalog chip's
     software: str
     volume: int
     tco: TcoAssumptions
@@ -84,6 +85,7 @@ class Space:
     objectives: tuple[Objective, ...]
     search: Search
     hash: str
+    catalog: bool = False  # the base is a catalog chip (`explore.variant`), not a design file
 
     def lower(self) -> list[Workload]:
         """The mix's workloads, each lowered once."""
@@ -113,8 +115,8 @@ def parse_space(
     unknown = sorted(set(data) - set(TOP))
     if unknown:
         raise TapeoutError(f"{origin}: unknown fields {unknown}; known: {', '.join(TOP)}")
-    base_id, base = _base(data.get("base"), origin, folder)
-    knobs = _knobs(data.get("knobs"), base, origin)
+    base_id, base, catalog = _base(data.get("base"), origin, folder)
+    knobs = _knobs(data.get("knobs"), base, origin, catalog)
     software = data.get("software", "mature")
     if software not in SOFTWARE:
         raise TapeoutError(f"{origin}: field 'software': {shown(software)}; known: {', '.join(SOFTWARE)}")
@@ -138,39 +140,37 @@ def parse_space(
         tco=_tco(data.get("tco"), origin), knobs=knobs, bounds=_bounds(data.get("constraints"), origin),
         mix=tuple(mix), objectives=_objectives(data.get("objectives"), origin),
         search=_search({**dict(data.get("search") or {}), **dict(search or {})}, origin),
-        hash=hashlib.sha256(digest.encode()).hexdigest()[:16],
+        hash=hashlib.sha256(digest.encode()).hexdigest()[:16], catalog=catalog,
     )  # fmt: skip
 
 
-def _base(ref: Any, origin: str, folder: Path) -> tuple[str, Mapping[str, Any]]:
-    """The base design: an id of `hardware/designs`, or a design file (relative to the space)."""
+def _base(ref: Any, origin: str, folder: Path) -> tuple[str, Mapping[str, Any], bool]:
+    """The base: an id of `hardware/designs`, a design file (relative to the space), or a catalog
+    chip (its published numbers scaled by the knobs, `explore.variant`); and whether it is one."""
     if not isinstance(ref, str) or not ref:
         raise TapeoutError(
-            f"{origin}: field 'base': expected a design id (such as tapeout-i1) or a design file"
+            f"{origin}: field 'base': expected a design id (such as tapeout-i1), a design file or a catalog chip"
         )
-    path = folder / ref
+    path, catalog = folder / ref, False
     if ref.endswith((".yaml", ".yml", ".json")):
         if not path.is_file():
             raise TapeoutError(f"{origin}: field 'base': no design file {ref!r} beside the space file")
     elif (DESIGNS_DIR / f"{ref}.yaml").is_file():
         path = DESIGNS_DIR / f"{ref}.yaml"
     elif (CATALOG_DIR / f"{ref}.yaml").is_file():
-        raise TapeoutError(
-            f"{origin}: field 'base': {ref!r} is a catalog chip, whose numbers are published, not chosen; a space "
-            "varies a design file's choices: start from tapeout-i1, tapeout-t1 or a design file of your own"
-        )
+        path, catalog = CATALOG_DIR / f"{ref}.yaml", True
     else:
-        designs = [p.stem for p in DESIGNS_DIR.glob("*.yaml")]
-        raise unknown_id("base design", ref, designs)
+        known = [p.stem for p in DESIGNS_DIR.glob("*.yaml")] + [p.stem for p in CATALOG_DIR.glob("*.yaml")]
+        raise unknown_id("base", ref, known)
     data = require_mapping(load_data_file(path), str(path), None, "<root>")
-    return str(data.get("id", ref)), data
+    return str(data.get("id", ref)), data, catalog
 
 
-def _knobs(raw: Any, base: Mapping[str, Any], origin: str) -> tuple[Knob, ...]:
+def _knobs(raw: Any, base: Mapping[str, Any], origin: str, catalog: bool) -> tuple[Knob, ...]:
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise TapeoutError(f"{origin}: field 'knobs': expected a mapping of knob -> range or choices")
-    known = known_knobs(base)
+    known = catalog_knobs(base) if catalog else known_knobs(base)
     out = []
     for name, entry in raw.items():
         if name not in known:
@@ -180,15 +180,17 @@ def _knobs(raw: Any, base: Mapping[str, Any], origin: str) -> tuple[Knob, ...]:
         if name.startswith("scale_up.") and not base.get("scale_up"):
             raise TapeoutError(f"{origin}: field 'knobs.{name}': the base design has no scale-up link")
         out.append(parse_knob(name, entry, known[name], origin))
-    _memory_pairs({k.name: k for k in out}, base, origin)
+    _memory_pairs({k.name: k for k in out}, base, origin, catalog)
     return tuple(out)
 
 
-def _memory_pairs(knobs: Mapping[str, Knob], base: Mapping[str, Any], origin: str) -> None:
+def _memory_pairs(knobs: Mapping[str, Knob], base: Mapping[str, Any], origin: str, catalog: bool) -> None:
     """Refuse an HBM type none of whose stack sizes the space allows."""
+    if catalog and "memory.type" not in knobs and "memory.gb_per_interface" not in knobs:
+        return  # the published stacks as they are
     types = knobs["memory.type"].grid() if "memory.type" in knobs else (base["memory"]["type"],)
-    sizes = knobs["memory.gb_per_interface"].grid() if "memory.gb_per_interface" in knobs else (
-        base["memory"]["gb_per_interface"],)  # fmt: skip
+    size = stack_gb(base) if catalog else base["memory"]["gb_per_interface"]
+    sizes = knobs["memory.gb_per_interface"].grid() if "memory.gb_per_interface" in knobs else (size,)
     for t in types:
         stacks = HBM_STACK_GB.get(str(t))
         if stacks is not None and not any(float(s) in stacks for s in sizes):
