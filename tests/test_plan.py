@@ -291,3 +291,12 @@ def test_a_region_picks_that_markets_catalog_price_or_says_which_regions_have_on
         price(Candidate(hardware="h200-sxm", region="US"), h200, None)
     with pytest.raises(TapeoutError, match=r"field 'candidates\.0\.region'"):
         parse_demand({"candidates": [{"hardware": "h20", "region": "China"}], "demands": []}, "d")
+
+
+@pytest.mark.slow
+def test_a_deadline_no_plan_meets_says_how_close_the_best_comes():
+    run = {"kind": "training", "name": "rush", "model": "llama-3.1-8b", "tokens": 2e12, "seq_len": 4096,
+           "global_batch": 64, "deadline_days": 1}  # fmt: skip
+    with pytest.raises(TapeoutError, match=r"demand 'rush': .*needs [\d,]+ tokens/s.*reaches at best [\d,]+ "
+                       r"tokens/s \(\d+ % of the need, dp \d+ on [\d,]+ chips, [\d,]+ days\)"):  # fmt: skip
+        fleet.plan(demand([{"hardware": "h100-sxm"}], run))

@@ -250,12 +250,13 @@ def _training_capacity(d: TrainingDemand, chip_id: str, _figures: int) -> Capaci
     found, estimate = _fastest(config, chip, d, need)
     plan = replace(found.plan, dp=None)
     group = plan.tp * plan.pp * plan.cp
-    best_dp = 0
-    for dp in (
+    best: tuple[int, float] | None = None  # the fastest data parallelism that ran, and its tokens/s
+    widths = [
         k
         for k in range(1, d.global_batch // plan.micro_batch + 1)
         if d.global_batch // plan.micro_batch % k == 0
-    ):
+    ]
+    for dp in widths:
         if dp * group < estimate:
             continue
         try:
@@ -264,14 +265,30 @@ def _training_capacity(d: TrainingDemand, chip_id: str, _figures: int) -> Capaci
             )
         except TapeoutError:
             continue
-        best_dp = dp
+        if best is None or r.tokens_per_s > best[1]:
+            best = (dp, r.tokens_per_s)
         if r.tokens_per_s >= need:
             return Capacity(chips=dp * group, units_per_s=r.tokens_per_s, divisible=False, plan=plan, training=r,
                             run_days=d.tokens / r.tokens_per_s / 86400)  # fmt: skip
+    for dp in reversed(widths if best is None else []):  # the batch caps dp below the chips needed
+        try:
+            r = train_step(
+                config, System.of(chip, dp * group), plan, seq_len=d.seq_len, global_batch=d.global_batch
+            )
+        except TapeoutError:
+            continue
+        best = (dp, r.tokens_per_s)
+        break
+    if best is None:
+        reached = f"no data-parallel width from {estimate:,.0f} chips up fits the global batch and memory"
+    else:
+        dp, rate = best
+        reached = (f"at best {rate:,.0f} tokens/s ({100 * rate / need:.0f} % of the need, dp {dp} on "
+                   f"{dp * group:,} chips, {d.tokens / rate / 86400:,.0f} days)")  # fmt: skip
     raise TapeoutError(
         f"the deadline of {d.deadline_days:g} days needs {need:,.0f} tokens/s; with a global batch of "
-        f"{d.global_batch} sequences the fastest plan found "
-        f"(tp {plan.tp} pp {plan.pp} cp {plan.cp}, up to dp {best_dp or 'n/a'}) does not reach it"
+        f"{d.global_batch} sequences the fastest plan found (tp {plan.tp} pp {plan.pp} cp {plan.cp}) "
+        f"reaches {reached}"
     )
 
 
