@@ -152,8 +152,22 @@ def _llama(layers=2, **kw):
     [
         _llama(),
         _llama(architecture="mixtral", intermediate_size=2048, num_local_experts=8, num_experts_per_tok=2),
+        _llama(
+            architecture="deepseek_v3",
+            num_key_value_heads=16,
+            q_lora_rank=384,
+            kv_lora_rank=128,
+            qk_nope_head_dim=64,
+            qk_rope_head_dim=32,
+            v_head_dim=64,
+            n_routed_experts=16,
+            n_shared_experts=1,
+            moe_intermediate_size=512,
+            num_experts_per_tok=4,
+            first_k_dense_replace=1,
+        ),
     ],
-    ids=["llama", "mixtral"],
+    ids=["llama", "mixtral", "deepseek-v3"],
 )
 def test_captured_hf_model_matches_the_analytic_lowering(config):
     """FLOPs within 1 %, time within 10 % of the analytic graph of the same config and shapes."""
@@ -285,3 +299,18 @@ def test_every_aten_op_of_the_reference_training_graphs_lowers():
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert any(g is not None and float(g.abs().sum()) > 0 for g in grads), name
         torch._dynamo.reset()
+
+
+def test_the_catalog_dlrm_builds_in_pytorch_and_matches_the_analytic_lowering():
+    """DLRM-v2 (DCN-v2 cross layers, 26 tables of up to 40 M rows) built from the catalog config on
+    the meta device: every op lowers and the FLOPs are the analytic graph's."""
+    from tapeout.compiler.catalog import catalog_model
+    from tapeout.workloads.models import get_model
+
+    model, inputs = catalog_model("dlrm-v2", batch=4096)
+    estimate = compile(model, inputs, precision="bf16").estimate()
+    config = get_model("dlrm-v2").config
+    graph = dlrm.forward(config, 4096, dense_precision="bf16", embedding_precision="bf16")
+    assert estimate.fallbacks == 0
+    assert estimate.flops == pytest.approx(graph.flops, rel=0.01)
+    assert estimate.time_s == pytest.approx(analytic(graph.compute()).time_s, rel=0.10)

@@ -28,10 +28,15 @@ def compile_command(
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, fp8 or int8.")] = "bf16",
     model: Annotated[
         str | None,
-        typer.Option("--model", help="A catalog model id (llama or mixtral) built with random weights."),
+        typer.Option(
+            "--model",
+            help="A catalog model id (Llama, Mixtral, DeepSeek-V3 or DLRM) built with random weights.",
+        ),
     ] = None,
     layers: Annotated[int | None, typer.Option("--layers", help="Keep this many layers of --model.")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences of --model's example input.")] = 1,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Sequences (samples of a DLRM) of --model's example input.")
+    ] = 1,
     seq: Annotated[int, typer.Option("--seq", help="Tokens per sequence of --model's example input.")] = 128,
     software: Annotated[
         str | None, typer.Option("--software", help="NAME[@VERSION] of the figures to use.")
@@ -82,19 +87,10 @@ def _model(
         raise TapeoutError("give either MODULE:FACTORY or --model CATALOG_ID (one of them)")
     if model is not None:
         try:
-            from tapeout.compiler.hf import causal_lm, token_ids
+            from tapeout.compiler.catalog import catalog_model
         except ImportError as exc:
             raise TapeoutError(f"{INSTALL} ({exc})") from exc
-        from tapeout.workloads.llm import LLMConfig
-        from tapeout.workloads.models import get_model
-
-        config = get_model(model).config
-        if not isinstance(config, LLMConfig):
-            raise TapeoutError(f"field 'model': {model} is not a language model; use MODULE:FACTORY")
-        for name, value in (("layers", layers or 1), ("batch", batch), ("seq", seq)):
-            if value < 1:
-                raise TapeoutError(f"field '{name}': must be >= 1, got {value}")
-        return causal_lm(config, layers=layers), (token_ids(config, batch, seq),)
+        return catalog_model(model, layers=layers, batch=batch, seq=seq)
     assert factory is not None
     module_name, _, attr = factory.partition(":")
     if not module_name or not attr:

@@ -1,6 +1,6 @@
 """Hugging Face models from the model catalog's configs, with random weights and no download:
-`LlamaForCausalLM` and `MixtralForCausalLM` (built on the meta device when only timing is
-wanted), and a wrapper that returns the logits alone so the model exports."""
+`LlamaForCausalLM`, `MixtralForCausalLM` and `DeepseekV3ForCausalLM` (built on the meta device
+when only timing is wanted), and a wrapper that returns the logits alone so the model exports."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ import torch  # noqa: TID251  (the compiler is the one place torch is imported)
 
 from tapeout.errors import TapeoutError
 from tapeout.workloads.llm import LLMConfig
+
+# The transformers class each catalog architecture builds as.
+CAUSAL_LM = {
+    "llama": "LlamaForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
+}
+DEEPSEEK_KEYS = (
+    "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts",
+    "n_shared_experts", "moe_intermediate_size", "first_k_dense_replace", "num_experts_per_tok",
+)  # fmt: skip
 
 
 class Logits(torch.nn.Module):
@@ -41,9 +52,14 @@ def hf_config(config: LLMConfig, layers: int | None = None) -> Any:
     if c.architecture == "mixtral":
         return transformers.MixtralConfig(**common, num_local_experts=c.experts,
                                           num_experts_per_tok=c.num_experts_per_tok or 1)  # fmt: skip
+    if c.architecture == "deepseek_v3":  # multi-head latent attention and routed plus shared experts
+        mla_moe = {k: getattr(c, k) for k in DEEPSEEK_KEYS}
+        return transformers.DeepseekV3Config(
+            **{k: v for k, v in common.items() if k != "head_dim"}, **mla_moe
+        )
     raise TapeoutError(
         f"field 'model': building a {c.architecture} model is not supported; catalog models of "
-        "architecture llama and mixtral build (others: pass MODULE:FACTORY)"
+        f"architecture {', '.join(CAUSAL_LM)} build (others: pass MODULE:FACTORY)"
     )
 
 
@@ -52,9 +68,7 @@ def causal_lm(config: LLMConfig, *, layers: int | None = None, meta: bool = True
     import transformers
 
     hf = hf_config(config, layers)
-    cls = (
-        transformers.MixtralForCausalLM if config.architecture == "mixtral" else transformers.LlamaForCausalLM
-    )
+    cls = getattr(transformers, CAUSAL_LM[config.architecture])
     with torch.device("meta" if meta else "cpu"):
         model = cls(hf)
     model.train(False)

@@ -52,6 +52,7 @@ from tapeout.compiler.operands import (
     OPERANDS,
     SAME_VALUES,
     SELECTS,
+    UNINITIALISED,
     op_name,
     relative_error,
     tensors,
@@ -247,7 +248,10 @@ class Emulator(fx.Interpreter):
 
     def call_function(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         assert self._node is not None
-        return self.evaluate(self._node, args, kwargs)
+        value = self.evaluate(self._node, args, kwargs)
+        if isinstance(value, torch.Tensor) and op_name(target) in UNINITIALISED:
+            value.zero_()  # unspecified contents: zeros, the same in every run (a bisection compares them)
+        return value
 
     def output(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The graph's results, in the dtypes the graph gives them."""
@@ -454,6 +458,8 @@ def bisect(
         expected, got = reference.run(*args), emulated.run(*args)
         for node in gm.graph.nodes:
             if node.op != "call_function" or emulated.rules[node] not in ("matmul", "compute"):
+                continue
+            if op_name(node.target) in UNINITIALISED:  # no value to compare: never written yet
                 continue
             exact = reference.env[node]
             if not any(t.is_floating_point() for t in tensors(exact)):

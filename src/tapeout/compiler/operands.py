@@ -39,6 +39,8 @@ LAYOUT = frozenset(
 SAME_VALUES = LAYOUT - {"cat", "stack", "index", "gather", "embedding", "getitem"}
 SELECTS = frozenset({"index", "gather", "embedding"})  # rows chosen by the input
 EXPLICIT = frozenset({"_scaled_mm", "_scaled_grouped_mm"})  # ops that name their formats themselves
+# Ops that allocate without initialising: their values are whatever memory held, in either run.
+UNINITIALISED = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "empty_permuted"})
 DROP = frozenset({"_assert_tensor_metadata"})  # dtype checks of the traced run: values here are fp32
 
 

@@ -26,29 +26,42 @@ from tapeout.workloads.models import resolve_model
 
 INSTALL_TORCH = "the compiler needs PyTorch and transformers: pip install 'tapeout[torch]'"
 COMPILE_SEQ = 128  # tokens of the example input a layer is compiled for
+RECSYS_BATCH = 4096  # samples a recommendation model is compiled for
 FORMATS = ("bf16", "fp8", "int8")
 # The numerics model: the study model's architecture at a size a CPU runs in a second (random
 # weights): what a format does to a transformer of this shape, not to the trained model.
 SMALL = {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 8, "head_dim": 32,
          "vocab_size": 1000, "max_position_embeddings": 128}  # fmt: skip
+# Multi-head latent attention and experts at that size (DeepSeek-V3's shape, scaled down; the
+# rotary head_dim is qk_rope_head_dim, as transformers' DeepseekV3Config sets it).
+SMALL_MLA = {"q_lora_rank": 96, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+             "v_head_dim": 32, "n_routed_experts": 8, "moe_intermediate_size": 128, "num_experts_per_tok": 2,
+             "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "head_dim": 16}  # fmt: skip
 SMALL_LAYERS, SMALL_BATCH, SMALL_SEQ = 2, 2, 32
 MATURITY = "tapeout maturity --json"
 
 
 def _compile_one(
-    compile_model: Any, hf: Any, config: LLMConfig, chip: str, precision: str
+    compile_model: Any, catalog_model: Any, d: Demand, chip: str, precision: str
 ) -> tuple[Any, ...]:
-    net = hf.causal_lm(config, layers=1)
-    compiled = compile_model(net, (hf.token_ids(config, 1, COMPILE_SEQ),), target=chip, precision=precision)
-    e = compiled.estimate()
-    return (e.time_s * 1e3, e.kernels, e.fallbacks, "compiles")
+    """One layer of a language model (an expert layer where the model has experts), or a whole
+    recommendation model at RECSYS_BATCH samples, compiled for `chip`."""
+    config = resolve_model(d.model, d.name, None)
+    if isinstance(config, LLMConfig):
+        net, args = catalog_model(d.model, layers=1, seq=COMPILE_SEQ, first_layer_dense=False)
+        what = "compiles (one expert layer)" if config.is_moe else "compiles"
+    else:
+        net, args = catalog_model(d.model, batch=RECSYS_BATCH)
+        what = f"compiles (the whole model, {RECSYS_BATCH:,} samples)"
+    e = compile_model(net, args, target=chip, precision=precision).estimate()
+    return (e.time_s * 1e3, e.kernels, e.fallbacks, what)
 
 
 def compile_table(demands: tuple[Demand, ...], ours: dict[str, str]) -> Table:
     """One row per (model, our chip): one layer's estimated time, kernels and fallbacks, or why not."""
     try:
-        import tapeout.compiler.hf as hf
         from tapeout.compiler import compile as compile_model
+        from tapeout.compiler.catalog import catalog_model
     except ImportError as exc:
         raise TapeoutError(f"{INSTALL_TORCH} ({exc})") from None
     rows, sources, seen = [], [], set()
@@ -59,23 +72,19 @@ def compile_table(demands: tuple[Demand, ...], ours: dict[str, str]) -> Table:
             seen.add((d.model, chip))
             config = resolve_model(d.model, d.name, None)
             precision = d.precision if d.precision in get_chip(chip).formats else "bf16"
-            cmd = (f"tapeout compile --model {d.model} --layers 1 --seq {COMPILE_SEQ} --target {chip} "
-                   f"--precision {precision} --json")  # fmt: skip
-            if not isinstance(config, LLMConfig):
-                rows.append((d.model, key, precision, None, None, None, "no PyTorch model of it in the catalog: "
-                             "the analytic graph (workloads.dlrm) serves it; tapeout compile MODULE:FACTORY "
-                             "takes one written in PyTorch"))  # fmt: skip
-                sources.append(f"model catalog: {d.model} is a recommendation model")
-                continue
+            shape = (f"--layers 1 --seq {COMPILE_SEQ}" if isinstance(config, LLMConfig)
+                     else f"--batch {RECSYS_BATCH}")  # fmt: skip
+            cmd = f"tapeout compile --model {d.model} {shape} --target {chip} --precision {precision} --json"
             try:
                 rows.append(
-                    (d.model, key, precision, *_compile_one(compile_model, hf, config, chip, precision))
+                    (d.model, key, precision, *_compile_one(compile_model, catalog_model, d, chip, precision))
                 )
             except TapeoutError as exc:
                 rows.append((d.model, key, precision, None, None, None, f"does not compile: {exc}"))
             sources.append(cmd)
-    return Table(title=f"Which models compile for our chips (one layer, batch 1 x {COMPILE_SEQ} tokens)",
-                 columns=("model", "chip", "format", "time of one layer, ms", "kernels", "fallbacks", "status"),
+    return Table(title=f"Which models compile for our chips (a language model's layer at 1 x {COMPILE_SEQ} tokens; "
+                       f"a recommendation model whole at {RECSYS_BATCH:,} samples)",
+                 columns=("model", "chip", "format", "time, ms", "kernels", "fallbacks", "status"),
                  rows=tuple(rows), sources=tuple(sources))  # fmt: skip
 
 
@@ -85,11 +94,12 @@ def _small(hf: Any, config: LLMConfig) -> Any:
 
     c = hf.hf_config(config, SMALL_LAYERS)
     ratio = max(1, config.num_attention_heads // max(1, config.kv_heads))
-    for k, v in {**SMALL, "num_key_value_heads": max(1, SMALL["num_attention_heads"] // ratio)}.items():
+    small = {**SMALL, "num_key_value_heads": max(1, SMALL["num_attention_heads"] // ratio)}
+    if config.architecture == "deepseek_v3":
+        small.update(SMALL_MLA)
+    for k, v in small.items():
         setattr(c, k, v)
-    cls = (
-        transformers.MixtralForCausalLM if config.architecture == "mixtral" else transformers.LlamaForCausalLM
-    )
+    cls = getattr(transformers, hf.CAUSAL_LM[config.architecture])
     torch.manual_seed(0)
     model = hf.Logits(cls(c)).eval()
     return model, (torch.randint(0, SMALL["vocab_size"], (SMALL_BATCH, SMALL_SEQ)),)
