@@ -183,6 +183,15 @@ def _graphs(model: LLMConfig, shape: _Shape, moe: bool) -> tuple[Graph, Graph, G
     )
 
 
+def layer_graphs(model: LLMConfig, plan: TrainingPlan, seq_len: int) -> tuple[Graph, Graph]:
+    """One chip's share of one micro-batch through the model's most common layer kind under
+    `plan`, with its attention: (forward, backward) compute graphs, as `train_step` costs them."""
+    shape = _Shape.of(plan, seq_len)
+    moe = max(transformer.census(model), key=lambda kc: kc[1])[0]
+    fwd, bwd, att, att_b = _graphs(model, shape, moe)
+    return Graph.join([fwd, att]).compute(), Graph.join([bwd, att_b]).compute()
+
+
 @lru_cache(maxsize=8192)
 def _layer_cost(model: LLMConfig, system: System, shape: _Shape, moe: bool) -> _Kind:
     lay = shape.layout

@@ -1,25 +1,37 @@
-"""Each chip's roofline with the serving workloads' ops on it: one layer of a prefill and of a decode
-iteration at the plan's replica, each op costed by the cost rules (`perf.rules.op_cost`) on the
-replica's system, and what bounds each phase (`api.phases`: the replica's own step)."""
+"""Each chip's roofline with the study's ops on it, each costed by the cost rules
+(`perf.rules.op_cost`) on the system the plan runs it on: one layer of a prefill and of a decode
+iteration at the plan's serving replica, the ranking model's forward at the batch one chip forms
+within half its latency limit, and one training micro-batch through a layer, forward and backward,
+at the plan's training layout; and what bounds each serving phase (`api.phases`: the replica's own
+step). A roof is drawn for every number format the ops run in."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
-from tapeout.api import phases
+from tapeout.api import phases, system_for
+from tapeout.hardware.spec import ChipSpec
 from tapeout.parallel.inference import InferencePlan
+from tapeout.parallel.recsys import RecsysPlan
 from tapeout.parallel.shard import shard
+from tapeout.parallel.training import TrainingPlan
 from tapeout.perf.rules import op_cost
-from tapeout.plan.demand import ServingDemand
+from tapeout.perf.system import System
+from tapeout.plan.demand import RecsysDemand, ServingDemand, TrainingDemand
 from tapeout.plan.fleet import FleetPlan
 from tapeout.sim.llm import Replica
+from tapeout.sim.train import layer_graphs
 from tapeout.study.answer import plan_source
 from tapeout.study.result import Chart, Section, Series, Table
 from tapeout.study.workloads import plan_text, serving_model
-from tapeout.workloads import transformer
+from tapeout.workloads import dlrm, transformer
 from tapeout.workloads.graph import Graph, Phase
+from tapeout.workloads.llm import LLMConfig
+from tapeout.workloads.models import resolve_model
+from tapeout.workloads.recsys import RecsysConfig
 
 ROOF = "datasheet peak and memory bandwidth (tapeout hardware show ID --json)"
 OPS = "perf.rules.op_cost of one layer's ops (workloads.transformer, sharded by parallel.shard)"
@@ -35,27 +47,79 @@ def _layer(rep: Replica, tokens: int, batch: int, q: int, kv: int, phase: Phase)
     return shard(layer + core, rep.plan).compute()
 
 
-def _points(rep: Replica, graph: Graph, name: str, source: str) -> Series:
+Placed = tuple[Series, str]  # the ops of one phase, and the format their products run in
+
+
+def _points(system: System, graph: Graph, name: str, source: str) -> Placed:
     xs, ys, notes = [], [], []
     for node in graph.nodes:
-        c = op_cost(node.op, rep.system)
+        c = op_cost(node.op, system)
         if c.flops <= 0 or c.dram_bytes <= 0 or c.time_s <= 0:
             continue
         xs.append(c.flops / c.dram_bytes)
         ys.append(c.flops / c.time_s / 1e12)
         notes.append(f"{node.name}: {c.flops / 1e9:,.3g} GFLOP, {c.dram_bytes / 1e6:,.3g} MB, "
                      f"{c.time_s * 1e6:,.3g} us, {c.bound}-bound")  # fmt: skip
-    return Series(name=name, x=tuple(xs), y=tuple(ys), sources=tuple(source for _ in xs), notes=tuple(notes))
+    fmt = next((str(getattr(n.op, "precision", "")) for n in graph.nodes if n.op.kind.value == "matmul"), "")
+    return Series(
+        name=name, x=tuple(xs), y=tuple(ys), sources=tuple(source for _ in xs), notes=tuple(notes)
+    ), fmt
 
 
-def _roof(rep: Replica, lo: float, hi: float) -> Series:
-    chip = rep.system.chip
-    peak = chip.peak_flops(rep.numerics.compute)
+def _roof(chip: ChipSpec, fmt: str, lo: float, hi: float) -> Series:
+    peak = chip.peak_flops(fmt)
     xs = np.geomspace(lo, hi, 40)
     ys = np.minimum(peak, chip.memory_bandwidth * xs) / 1e12
-    return Series(name=f"roof ({rep.numerics.compute})", x=tuple(float(x) for x in xs),
-                  y=tuple(float(y) for y in ys), sources=tuple(f"{ROOF}: {chip.id}" for _ in xs),
-                  mode="lines")  # fmt: skip
+    return Series(name=f"roof ({fmt})", x=tuple(float(x) for x in xs), y=tuple(float(y) for y in ys),
+                  sources=tuple(f"{ROOF}: {chip.id}" for _ in xs), mode="lines")  # fmt: skip
+
+
+def _ranking(fleet: FleetPlan, key: str, chip: ChipSpec) -> list[Placed]:
+    out = []
+    for i, dp in enumerate(fleet.demands):
+        d = dp.demand
+        a = next((a for a in dp.alternatives if a.candidate == key), None)
+        if (
+            not isinstance(d, RecsysDemand)
+            or a is None
+            or a.cap is None
+            or not isinstance(a.cap.plan, RecsysPlan)
+        ):
+            continue
+        config = resolve_model(d.model, d.name, None)
+        assert isinstance(config, RecsysConfig)
+        samples = max(1, round(a.cap.per_chip * d.latency_limit_s / 2))
+        dense = a.cap.plan.precision or d.precision
+        graph = dlrm.forward(config, max(1, round(samples * d.pairs_per_sample)), dense_precision=dense,
+                             embedding_precision=a.cap.plan.embedding_precision or dense).compute()  # fmt: skip
+        system = system_for(chip, 1, None, "recsys")[0]
+        src = f"perf.rules.op_cost of workloads.dlrm.forward on {chip.id} ({plan_source(i)})"
+        out.append(_points(system, graph, f"{d.name} forward ({samples:,} samples)", src))
+    return out
+
+
+def _training(fleet: FleetPlan, key: str, chip: ChipSpec) -> list[Placed]:
+    out = []
+    for i, dp in enumerate(fleet.demands):
+        d = dp.demand
+        a = next((a for a in dp.alternatives if a.candidate == key), None)
+        if (
+            not isinstance(d, TrainingDemand)
+            or a is None
+            or a.cap is None
+            or not isinstance(a.cap.plan, TrainingPlan)
+        ):
+            continue
+        config = resolve_model(d.model, d.name, None)
+        assert isinstance(config, LLMConfig)
+        plan = a.cap.training.plan if a.cap.training is not None else a.cap.plan
+        forward, backward = layer_graphs(config, plan, d.seq_len)
+        system = replace(system_for(chip, a.cap.chips, None, "training")[0], load="training")
+        src = f"perf.rules.op_cost of sim.train.layer_graphs on {chip.id} ({plan_source(i)})"
+        out.append(
+            _points(system, Graph.join([forward, backward]), f"{d.name} layer, forward and backward", src)
+        )
+    return out
 
 
 def roofline(fleet: FleetPlan) -> Section:
@@ -63,7 +127,7 @@ def roofline(fleet: FleetPlan) -> Section:
     serving = [(i, dp) for i, dp in enumerate(fleet.demands) if isinstance(dp.demand, ServingDemand)]
     charts, rows, sources = [], [], []
     for p in fleet.candidates:
-        series: list[Series] = []
+        series: list[Placed] = []
         rep = None
         for i, dp in serving:
             d = dp.demand
@@ -77,9 +141,9 @@ def roofline(fleet: FleetPlan) -> Section:
             n = max(1, round(load.decode_batch)) if load is not None else 1
             prompt, context = round(d.input_len), round(model.context)
             src = f"{OPS} on {p.chip.id}, {plan_text(a.cap)}"
-            series.append(_points(rep, _layer(rep, prompt, 1, prompt, prompt, Phase.PREFILL),
+            series.append(_points(rep.system, _layer(rep, prompt, 1, prompt, prompt, Phase.PREFILL),
                                   f"{d.name} prefill ({prompt} tokens)", src))  # fmt: skip
-            series.append(_points(rep, _layer(rep, n, n, 1, context, Phase.DECODE),
+            series.append(_points(rep.system, _layer(rep, n, n, 1, context, Phase.DECODE),
                                   f"{d.name} decode (batch {n})", src))  # fmt: skip
             pre, dec = phases(rep, d.input_len, n, model.context)
             for ph, what in (
@@ -89,33 +153,37 @@ def roofline(fleet: FleetPlan) -> Section:
                 rows.append((p.key, d.name, what, ph.time_s * 1e3, ph.bound))
                 sources.append(f"api.phases of the plan's replica ({plan_text(a.cap)} x {p.chip.id}) at the "
                                f"capacity's mean decode batch ({plan_source(i)})")  # fmt: skip
-        if rep is None or not any(s.x for s in series):
+        series += _ranking(fleet, p.key, p.chip) + _training(fleet, p.key, p.chip)
+        series = [(s, f) for s, f in series if s.x]
+        if not series:
             continue
-        xs = [x for s in series for x in s.x if isinstance(x, float)]
-        charts.append(_chart(p.key, rep, series, min(xs) / 3, max(xs) * 3))
+        xs = [x for s, _ in series for x in s.x if isinstance(x, float)]
+        charts.append(_chart(p.key, p.chip, series, min(xs) / 3, max(xs) * 3))
     table = Table(title="What bounds each phase (one iteration of the plan's replica)",
                   columns=("chip", "demand", "phase", "time, ms", "bound"), rows=tuple(rows),
                   sources=tuple(sources))  # fmt: skip
     return Section(key="roofline", title="Rooflines", charts=tuple(charts), tables=(table,),
-                   intro="Each chip's roof (its datasheet peak in the workload's format, and memory bandwidth "
-                   "times arithmetic intensity) with every op of one layer placed at the rate the cost rules "
-                   "give it.")  # fmt: skip
+                   intro="Each chip's roofs (its datasheet peak in each format the ops run in, and memory "
+                   "bandwidth times arithmetic intensity) with the ops of one serving layer, the ranking "
+                   "model and one training layer (forward and backward) placed at the rates the cost rules "
+                   "give them.")  # fmt: skip
 
 
-def _chart(key: str, rep: Replica, series: list[Series], lo: float, hi: float) -> Chart:
-    chip = rep.system.chip
-    ridge = chip.peak_flops(rep.numerics.compute) / chip.memory_bandwidth
-
-    def side(phase: str) -> tuple[int, int]:
-        xs = [x for s in series if phase in s.name for x in s.x if isinstance(x, float)]
-        return sum(1 for x in xs if x >= ridge), len(xs)
-
-    (pre_right, pre), (dec_right, dec) = side("prefill"), side("decode")
+def _chart(key: str, chip: ChipSpec, series: list[Placed], lo: float, hi: float) -> Chart:
+    formats = sorted({f for _, f in series if f and chip.peak_flops(f) > 0})
+    ridges = {f: chip.peak_flops(f) / chip.memory_bandwidth for f in formats}
+    roofs = [_roof(chip, f, min(lo, ridges[f] / 3), max(hi, ridges[f] * 3)) for f in formats]
+    counts = []
+    for s, f in series:
+        ridge = ridges.get(f)
+        if ridge is None:
+            continue
+        xs = [x for x in s.x if isinstance(x, float)]
+        counts.append(f"{s.name}: {sum(1 for x in xs if x >= ridge)} of {len(xs)} right of the {f} ridge")
+    ridge_text = ", ".join(f"{f} {r:,.0f}" for f, r in ridges.items())
     return Chart(
         title=f"{key}: roofline", kind="scatter", x_title="arithmetic intensity, FLOP per DRAM byte",
-        y_title="TFLOP/s", series=(_roof(rep, min(lo, ridge / 3), max(hi, ridge * 3)), *series),
-        log_x=True, log_y=True,
-        reading=f"The ridge of {chip.id} is at {ridge:,.0f} FLOP/byte: {pre_right} of {pre} prefill ops sit right "
-        f"of it (where compute bounds), {dec - dec_right} of {dec} decode ops left of it (where memory bandwidth "
-        "bounds).",
+        y_title="TFLOP/s", series=(*roofs, *(s for s, _ in series)), log_x=True, log_y=True,
+        reading=f"The ridges of {chip.id} (FLOP/byte: {ridge_text}) split compute-bound ops (right) from "
+        f"memory-bound ones (left): " + "; ".join(counts) + ".",
     )  # fmt: skip
