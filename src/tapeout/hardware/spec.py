@@ -172,6 +172,12 @@ _NUMERIC_SECTIONS = (
 )  # fmt: skip
 
 
+def _stated(value: object) -> bool:
+    """A section a chip states: not None and not an empty tuple (an identity test first: comparing
+    a model with `==` compares all its fields)."""
+    return value is not None and not (isinstance(value, tuple) and not value)
+
+
 class ChipSpec(Frozen):
     """One accelerator package as sold. Every number carries a source in `sources`, keyed by
     the field it supports."""
@@ -208,12 +214,10 @@ class ChipSpec(Frozen):
     def _check(self) -> ChipSpec:
         if self.peak_tflops.bf16 is None and self.peak_tflops.fp16 is None:
             raise ValueError("peak_tflops needs bf16 or fp16 (the reference precision)")
-        missing = [
-            f for f in _NUMERIC_SECTIONS if getattr(self, f) not in (None, ()) and f not in self.sources
-        ]
+        missing = [f for f in _NUMERIC_SECTIONS if f not in self.sources and _stated(getattr(self, f))]
         if missing:
             raise ValueError(f"sources has no entry for {', '.join(missing)}: every number needs one")
-        unknown = sorted(set(self.sources) - set(type(self).model_fields))
+        unknown = sorted(set(self.sources) - type(self).model_fields.keys())
         if unknown:
             raise ValueError(f"sources names fields that do not exist: {', '.join(unknown)}")
         if self.matrix_unit is not None:
