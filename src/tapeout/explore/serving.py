@@ -30,15 +30,12 @@ from tapeout.explore.silicon import Silicon
 from tapeout.explore.vector import Designs, total
 from tapeout.hardware.spec import ChipSpec
 from tapeout.parallel.inference import InferencePlan
-from tapeout.parallel.shard import shard
 from tapeout.perf.system import System
 from tapeout.precision import BYTES_PER_ELEMENT
-from tapeout.sim.llm import Batch, Replica
-from tapeout.workloads import transformer
-from tapeout.workloads.graph import Graph, Phase
+from tapeout.sim.llm import Batch, Replica, lower_replica
+from tapeout.workloads.graph import Graph
 from tapeout.workloads.llm import LLMConfig
 from tapeout.workloads.models import resolve_model
-from tapeout.workloads.moe import RouterStats
 from tapeout.workloads.ops import Op, SendRecv
 
 OWN = ("model", "plan", "input_len", "output_len", "ttft_limit_s", "tpot_limit_s", "max_batch", "max_tokens")
@@ -68,21 +65,7 @@ class Serving:
     def __post_init__(self) -> None:
         """Lower the model once: one chip's share of each kind of layer, the embedding, the head
         and the two attention calls, with their dynamic dimensions at one (as `Replica` does)."""
-        m, num, lay, p = self.model, self.plan.numerics, self.plan.layout, self.plan
-        router = RouterStats(p.router_skew, p.capacity_factor)
-        share = p.stage_layers(m) / m.num_hidden_layers
-        kinds = [(count * share, shard(transformer.layer_template(m, num, moe, False, router).ops(), lay))
-                 for moe, count in transformer.census(m)]  # fmt: skip
-        if p.pp == 1:
-            kinds.append((1.0, shard(transformer.embedding(m, 1, num), lay).ops()))
-        self._kinds = [(n, g.compute(), g.communication()) for n, g in kinds]
-        self._graphs = {
-            "head": shard(transformer.head(m, 1, num), lay).ops(),
-            "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay).ops(),
-            "decode": shard(
-                transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay
-            ).ops(),
-        }
+        self._kinds, self._graphs = lower_replica(self.model, self.plan)
 
     # ---- the iterations ------------------------------------------------------------------------
     def _batches(self) -> list[Batch]:

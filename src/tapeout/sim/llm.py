@@ -61,6 +61,29 @@ def _costs(key: tuple[object, ...]) -> _Costs:
     return costs
 
 
+def lower_replica(
+    model: LLMConfig, plan: InferencePlan, layers_only: bool = False
+) -> tuple[list[tuple[float, Graph, Graph]], dict[str, Graph]]:
+    """One chip's share of a replica's graphs, lowered once with their dynamic dimensions at one
+    (an inference plan splits none of them): per kind of layer, its count on the busiest stage
+    with its compute and its collectives (the embedding with them when there is one stage); and
+    the head, a prefill and a decode attention call (`head`, `prefill`, `decode`)."""
+    m, num, lay = model, plan.numerics, plan.layout
+    assert not lay.sequence_parallel  # instantiating sharded templates needs no split tokens
+    router = RouterStats(plan.router_skew, plan.capacity_factor)
+    share = plan.stage_layers(m) / m.num_hidden_layers
+    kinds = [(count * share, shard(transformer.layer_template(m, num, moe, False, router).ops(), lay))
+             for moe, count in transformer.census(m)]  # fmt: skip
+    if not layers_only and plan.pp == 1:  # with stages, the embedding is on another one
+        kinds.append((1.0, shard(transformer.embedding(m, 1, num), lay).ops()))
+    templates = {
+        "head": shard(transformer.head(m, 1, num), lay).ops(),
+        "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay).ops(),
+        "decode": shard(transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay).ops(),
+    }
+    return [(n, g.compute(), g.communication()) for n, g in kinds], templates
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Batch:
     """What one iteration processes, summed over the whole replica.
@@ -166,21 +189,7 @@ class Replica:
         return replica
 
     def _lower(self) -> None:
-        m, num, lay = self.model, self.numerics, self.layout
-        assert not lay.sequence_parallel  # instantiating sharded templates needs no split tokens
-        router = self.router
-        kinds = [(count * self._stage_share, shard(transformer.layer_template(m, num, moe, False, router).ops(), lay))
-                 for moe, count in transformer.census(m)]  # fmt: skip
-        if not self.layers_only and self.plan.pp == 1:  # with stages, the embedding is on another one
-            kinds.append((1.0, shard(transformer.embedding(m, 1, num), lay).ops()))
-        self._layer_kinds = [(n, g.compute(), g.communication()) for n, g in kinds]
-        self._templates = {
-            "head": shard(transformer.head(m, 1, num), lay).ops(),
-            "prefill": shard(transformer.attention_template(m, num, Phase.PREFILL), lay).ops(),
-            "decode": shard(
-                transformer.attention_template(m, num, Phase.DECODE, False, "absorbed"), lay
-            ).ops(),
-        }
+        self._layer_kinds, self._templates = lower_replica(self.model, self.plan, self.layers_only)
 
     @property
     def router(self) -> RouterStats:

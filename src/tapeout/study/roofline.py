@@ -7,8 +7,9 @@ step). A roof is drawn for every number format the ops run in."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from tapeout.parallel.shard import shard
 from tapeout.parallel.training import TrainingPlan
 from tapeout.perf.rules import op_cost
 from tapeout.perf.system import System
-from tapeout.plan.demand import RecsysDemand, ServingDemand, TrainingDemand
+from tapeout.plan.capacity import Capacity
+from tapeout.plan.demand import Demand, RecsysDemand, ServingDemand, TrainingDemand
 from tapeout.plan.fleet import FleetPlan
 from tapeout.sim.llm import Replica
 from tapeout.sim.train import layer_graphs
@@ -74,24 +76,23 @@ def _roof(chip: ChipSpec, fmt: str, lo: float, hi: float) -> Series:
                   sources=tuple(f"{ROOF}: {chip.id}" for _ in xs), mode="lines")  # fmt: skip
 
 
+def _planned(fleet: FleetPlan, key: str, kind: type[Demand]) -> Iterator[tuple[int, Any, Capacity]]:
+    """(demand index, demand, capacity) of each demand of `kind` the candidate `key` can meet."""
+    for i, dp in enumerate(fleet.demands):
+        a = next((a for a in dp.alternatives if a.candidate == key), None)
+        if isinstance(dp.demand, kind) and a is not None and a.cap is not None:
+            yield i, dp.demand, a.cap
+
+
 def _ranking(fleet: FleetPlan, key: str, chip: ChipSpec) -> list[Placed]:
     out = []
-    for i, dp in enumerate(fleet.demands):
-        d = dp.demand
-        a = next((a for a in dp.alternatives if a.candidate == key), None)
-        if (
-            not isinstance(d, RecsysDemand)
-            or a is None
-            or a.cap is None
-            or not isinstance(a.cap.plan, RecsysPlan)
-        ):
-            continue
+    for i, d, cap in _planned(fleet, key, RecsysDemand):
         config = resolve_model(d.model, d.name, None)
-        assert isinstance(config, RecsysConfig)
-        samples = max(1, round(a.cap.per_chip * d.latency_limit_s / 2))
-        dense = a.cap.plan.precision or d.precision
+        assert isinstance(config, RecsysConfig) and isinstance(cap.plan, RecsysPlan)
+        samples = max(1, round(cap.per_chip * d.latency_limit_s / 2))
+        dense = cap.plan.precision or d.precision
         graph = dlrm.forward(config, max(1, round(samples * d.pairs_per_sample)), dense_precision=dense,
-                             embedding_precision=a.cap.plan.embedding_precision or dense).compute()  # fmt: skip
+                             embedding_precision=cap.plan.embedding_precision or dense).compute()  # fmt: skip
         system = system_for(chip, 1, None, "recsys")[0]
         src = f"perf.rules.op_cost of workloads.dlrm.forward on {chip.id} ({plan_source(i)})"
         out.append(_points(system, graph, f"{d.name} forward ({samples:,} samples)", src))
@@ -100,21 +101,12 @@ def _ranking(fleet: FleetPlan, key: str, chip: ChipSpec) -> list[Placed]:
 
 def _training(fleet: FleetPlan, key: str, chip: ChipSpec) -> list[Placed]:
     out = []
-    for i, dp in enumerate(fleet.demands):
-        d = dp.demand
-        a = next((a for a in dp.alternatives if a.candidate == key), None)
-        if (
-            not isinstance(d, TrainingDemand)
-            or a is None
-            or a.cap is None
-            or not isinstance(a.cap.plan, TrainingPlan)
-        ):
-            continue
+    for i, d, cap in _planned(fleet, key, TrainingDemand):
         config = resolve_model(d.model, d.name, None)
-        assert isinstance(config, LLMConfig)
-        plan = a.cap.training.plan if a.cap.training is not None else a.cap.plan
+        assert isinstance(config, LLMConfig) and isinstance(cap.plan, TrainingPlan)
+        plan = cap.training.plan if cap.training is not None else cap.plan
         forward, backward = layer_graphs(config, plan, d.seq_len)
-        system = replace(system_for(chip, a.cap.chips, None, "training")[0], load="training")
+        system = replace(system_for(chip, cap.chips, None, "training")[0], load="training")
         src = f"perf.rules.op_cost of sim.train.layer_graphs on {chip.id} ({plan_source(i)})"
         out.append(
             _points(system, Graph.join([forward, backward]), f"{d.name} layer, forward and backward", src)
