@@ -281,3 +281,16 @@ def test_report_draws_an_exploration_and_its_front():
     figure = json.loads(re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S)[0])
     assert [len(t["x"]) for t in figure["data"]] == [4, 2]  # the feasible designs, then the front
     assert "Designs on tokens_per_s and usd" in page
+
+
+def test_the_sweep_without_the_explore_extra_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from tapeout.study import silicon
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
+    )
+    section = silicon.pareto(Path(silicon.__file__).parents[1] / "data" / "i1-space.yaml")
+    assert section.missing is not None and "pip install 'tapeout[explore]'" in section.missing

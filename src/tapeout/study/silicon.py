@@ -4,6 +4,7 @@ front of the design space around them when the study names an exploration store
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -114,6 +115,10 @@ def pareto(path: Path | None) -> Section:
     if path is None:
         return Section(key="pareto", title=TITLE, missing="no exploration given (add `exploration:` to the "
                        "study: a space file, or a folder written by `tapeout explore`)")  # fmt: skip
+    sweep = path.is_file() and path.suffix in (".yaml", ".yml")
+    if sweep and importlib.util.find_spec("pyarrow") is None:  # the sweep's results store
+        return Section(key="pareto", title=TITLE, missing="sweeping the design space needs the explore "
+                       "extra: pip install 'tapeout[explore]'")  # fmt: skip
     try:
         data = _read_store(path)
     except ImportError as exc:
