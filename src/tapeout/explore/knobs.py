@@ -218,8 +218,16 @@ def _typed_bound(v: Any, spec: KnobSpec, field: str) -> Value:
 def apply(base: Mapping[str, Any], knobs: Mapping[str, Value]) -> dict[str, Any]:
     """The design mapping with the knobs' values at their paths (a new mapping; `base` is
     untouched)."""
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
-    out["sram"] = [dict(level) for level in base.get("sram") or ()]
+    out = dict(base)  # a nested mapping is copied only where a knob writes into it
+    copied: set[str] = set()
+    for name in knobs:
+        head = name.partition(".")[0]
+        if head not in copied and "." in name:
+            copied.add(head)
+            if head == "sram":
+                out["sram"] = [dict(level) for level in base.get("sram") or ()]
+            else:
+                out[head] = dict(base[head])
     for name, value in knobs.items():
         head, _, rest = name.partition(".")
         if head == "sram":
