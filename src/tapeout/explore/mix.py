@@ -27,6 +27,20 @@ Floats = npt.NDArray[np.float64]
 T = TypeVar("T")
 
 
+def from_fields(cls: type[T], raw: Any, known: Sequence[str], where: str, what: str) -> T:
+    """`cls(**raw)` for a mapping of its fields: a field not in `known` is listed with the known
+    ones, and a value the class refuses is named at `where`."""
+    if not isinstance(raw, Mapping):
+        raise TapeoutError(f"{where}: expected a mapping of {what}")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise TapeoutError(f"{where}: unknown {unknown}; known: {', '.join(known)}")
+    try:
+        return cls(**raw)
+    except TapeoutError as exc:
+        raise TapeoutError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """One entry on a batch of designs: metrics per design, which designs meet the entry's limits,
@@ -90,17 +104,8 @@ class Fields:
 
     def plan(self, cls: type[T], key: str = "plan") -> T:
         """A plan from its fields (`parallel.fields`); an unknown field lists the known ones."""
-        raw = self.raw.get(key) or {}
-        if not isinstance(raw, Mapping):
-            raise TapeoutError(f"{self.where}: field '{key}': expected a mapping of plan fields")
         known = [f.name for f in plan_fields(cls)]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise TapeoutError(f"{self.where}: field '{key}': unknown {unknown}; known: {', '.join(known)}")
-        try:
-            return cls(**raw)
-        except TapeoutError as exc:
-            raise TapeoutError(f"{self.where}: field '{key}': {exc}") from None
+        return from_fields(cls, self.raw.get(key) or {}, known, f"{self.where}: field '{key}'", "plan fields")
 
     def only(self, allowed: Sequence[str]) -> None:
         unknown = sorted(set(self.raw) - set(allowed))

@@ -34,7 +34,7 @@ from tapeout.cost.tco import TcoAssumptions
 from tapeout.errors import TapeoutError, require_mapping, shown, unknown_id
 from tapeout.explore.kinds import lower
 from tapeout.explore.knobs import Knob, known_knobs, parse_knob
-from tapeout.explore.mix import Context, Workload
+from tapeout.explore.mix import Context, Workload, from_fields
 from tapeout.explore.silicon import SILICON_METRICS, Bound
 from tapeout.explore.variant import catalog_knobs, stack_gb
 from tapeout.hardware.catalog import CATALOG_DIR, DESIGNS_DIR
@@ -251,16 +251,8 @@ def _objectives(raw: Any, origin: str) -> tuple[Objective, ...]:
 def _tco(raw: Any, origin: str) -> TcoAssumptions:
     if raw is None:
         return TcoAssumptions()
-    if not isinstance(raw, Mapping):
-        raise TapeoutError(f"{origin}: field 'tco': expected a mapping of TCO assumptions")
-    known = TcoAssumptions.__dataclass_fields__
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise TapeoutError(f"{origin}: field 'tco': unknown {unknown}; known: {', '.join(known)}")
-    try:
-        return TcoAssumptions(**raw)
-    except TapeoutError as exc:
-        raise TapeoutError(f"{origin}: field 'tco': {exc}") from None
+    known = list(TcoAssumptions.__dataclass_fields__)
+    return from_fields(TcoAssumptions, raw, known, f"{origin}: field 'tco'", "TCO assumptions")
 
 
 def _search(raw: Mapping[str, Any], origin: str) -> Search:
