@@ -15,6 +15,7 @@ from tapeout.cost.tco import TcoAssumptions
 from tapeout.cost.unit import unit_cost
 from tapeout.errors import TapeoutError
 from tapeout.explore import pareto
+from tapeout.explore.columns import silicon_batch
 from tapeout.explore.evaluate import Evaluator
 from tapeout.explore.kinds import lower
 from tapeout.explore.knobs import apply
@@ -24,6 +25,7 @@ from tapeout.explore.silicon import silicon
 from tapeout.explore.space import load_space, parse_space
 from tapeout.explore.vector import Designs, op_costs
 from tapeout.hardware.catalog import DESIGNS_DIR
+from tapeout.hardware.design import Design
 from tapeout.perf.rules import graph_cost
 from tapeout.perf.system import System
 from tapeout.workloads.ops import (
@@ -136,12 +138,67 @@ def test_silicon_is_the_cost_model_of_the_design_file(tmp_path):
         assert got["power_w"] == expected.power.full_load_w
 
 
+# Every knob, at values that also make designs fail each check: HBM3e stacks of 16 GB (not a stack),
+# 400 cores (over the reticle), 12 stacks on a small die (no edge for them), 100 W (under half
+# the clock), N3 and DRAM memories (other node and memory constants).
+ALL_KNOBS = """
+knobs:
+  num_cores: [16, 64, 400]
+  clock_ghz: {min: 0.8, max: 2.2}
+  matrix_unit.rows: [16, 64, 128]
+  matrix_unit.cols: [16, 32, 256]
+  matrix_unit.per_core: [1, 4]
+  vector_lanes_per_core: [32, 512]
+  memory.type: [HBM2e, HBM3, HBM3e, LPDDR5X, GDDR7]
+  memory.interfaces: [2, 6, 12]
+  memory.gb_per_interface: [16, 24]
+  sram.local.capacity_kib: [64, 2048]
+  sram.global.capacity_mib: {min: 1, max: 512, log: true}
+  scale_up.links: [4, 16, 32]
+  process_node: [N7, N5, N3]
+  power_budget_w: [100, 400, 900]
+constraints: {unit_cost_usd: {max: 12000}}
+"""
+
+
+CHECKS = ("constraint", "not a HBM", "reticle", "long edge", "power budget", "wafer")
+
+
+@pytest.mark.parametrize("base", ["tapeout-i1", "tapeout-t1"])
+def test_batch_silicon_matches_each_design_alone(base):
+    """`explore.columns` gives each design the silicon `explore.silicon` gives it alone: the same
+    metrics, reason and violation, the same chip, and the same FLOP energy."""
+    import yaml
+
+    raw = {**_raw(), "base": base, **yaml.safe_load(ALL_KNOBS)}
+    raw["knobs"] = {**raw["knobs"], "memory.gb_per_interface": [16, 24] if base == "tapeout-i1" else [24, 36]}
+    space = parse_space(raw, "test", ROOT)
+    points = Random(space, 400, 3).ask(400)
+    design = Design.model_validate(dict(space.base))
+    fast = silicon_batch(space.base, design, points, origin=space.origin, volume=space.volume, tco=space.tco,
+                         bounds=space.bounds)  # fmt: skip
+    seen = set()
+    for got, p in zip(fast, points, strict=True):
+        ref = silicon(
+            space.base, p, origin=space.origin, volume=space.volume, tco=space.tco, bounds=space.bounds
+        )
+        assert got.reason == ref.reason, p
+        assert _close(got.violation, ref.violation)
+        assert got.metrics.keys() == ref.metrics.keys()
+        assert all(_close(got.metrics[k], ref.metrics[k]) for k in ref.metrics), p
+        seen |= {k for k in CHECKS if k in ref.reason} if ref.reason else {"ok"}
+        if ref.ok:
+            assert got.chip == ref.chip
+            assert all(_close(got.joules(f), ref.joules(f)) for f in ("bf16", "fp8", "fp32", "int8"))
+    assert seen == {"ok", *CHECKS}, seen  # designs that pass, and designs that fail each check
+
+
 def test_evaluate_batch_matches_evaluate():
     space = load_space(SMALL)
-    ev = Evaluator(space)
+    ev, reference = Evaluator(space), Evaluator(space)
     points = Grid(space, None).ask(12)
     for fast, p in zip(ev.evaluate_batch(points), points, strict=True):
-        ref = ev.evaluate(p)
+        ref = reference.evaluate(p)
         assert fast.feasible == ref.feasible and fast.reason == ref.reason
         assert fast.metrics.keys() == ref.metrics.keys()
         assert all(_close(fast.metrics[k], ref.metrics[k]) for k in ref.metrics)

@@ -4,6 +4,15 @@ here, once."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+# A quantity of one chip, or one per design of a batch (the explorer's batch path runs the same
+# cost rules over arrays).
+Num: TypeAlias = float | npt.NDArray[np.float64]
+
 KIB = 1024
 MIB = 1024**2
 GB = 1e9

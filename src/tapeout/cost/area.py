@@ -24,14 +24,16 @@ evenly across them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from tapeout.cost.silicon import AreaConstants, Silicon, silicon
+from tapeout.cost.silicon import AreaConstants, NodeCost, Silicon, silicon
 from tapeout.errors import TapeoutError
 from tapeout.hardware.design import DRAM_CHANNEL_GB_S, HBM_STACK_GB_S
 from tapeout.hardware.spec import ChipSpec, DieSpec
+from tapeout.units import Num
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,13 +53,18 @@ class Area:
 
     @property
     def total(self) -> float:
-        return float(sum(getattr(self, name) for name in _AREA_BLOCKS))
+        return float(total_area({name: getattr(self, name) for name in _AREA_BLOCKS}))
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 1) for k, v in asdict(self).items()}
 
 
 _AREA_BLOCKS = tuple(f.name for f in fields(Area))
+
+
+def total_area(blocks: Mapping[str, Num]) -> Num:
+    """The die's mm^2: the sum of its blocks."""
+    return sum((blocks[name] for name in _AREA_BLOCKS), 0.0)
 
 
 def die_of(chip: ChipSpec) -> DieSpec:
@@ -87,48 +94,97 @@ def fp32_lanes_per_core(chip: ChipSpec, die: DieSpec) -> float:
     return chip.vector_flops / (2 * chip.clock_ghz * 1e9 * chip.num_cores)
 
 
-def _parts(chip: ChipSpec, s: Silicon) -> tuple[dict[str, float], float, float]:
-    """Blocks known without the fitted constants, and the two fitted terms' multipliers:
-    (blocks in mm^2 per package, cores x logic scale, array-style MACs x logic scale)."""
-    node = s.node(chip.process_node, chip.id)
-    a: AreaConstants = s.area
-    logic = s.nodes["N7"].logic_mtr_per_mm2 / node.logic_mtr_per_mm2  # mm^2 at this node per N7 mm^2
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DieInputs:
+    """What the area model reads of a die: numbers for one chip (`die_inputs`), or arrays with
+    one entry per design for many designs that share their node, memory kind and SRAM styles
+    (the explorer's batch path)."""
+
+    node: NodeCost
+    macs: Num  # bf16 MACs of the die's matrix cores
+    array_style: bool  # the matrix units bring their own staging (`MatrixUnit.style`)
+    cores: Num  # matrix cores and vector-only cores
+    lanes: Num  # FP32 vector lanes of the die
+    core_sram_mib: Num  # core-local SRAM of the matrix cores, all of them
+    core_style: str
+    vector_sram_mib: Num  # local memory of the vector-only cores
+    chip_sram_mib: Num
+    chip_style: str
+    interfaces: Num  # HBM sites or 32-bit DRAM channels
+    hbm: bool
+    link_gb_s: Num  # chip-to-chip SerDes, and the NIC's when it is on the die
+    dies_per_package: int
+
+
+def die_inputs(chip: ChipSpec, s: Silicon) -> DieInputs:
+    """What the area model reads of `chip`."""
     die = die_of(chip)
     mu = chip.matrix_unit
     macs_per_core = mu.macs if mu else chip.peak_flops("bf16") / (2 * chip.clock_ghz * 1e9 * chip.num_cores)
-    macs = die.cores * macs_per_core
     vec = die.vector_cores
-    cores = die.cores + (vec.count if vec else 0)
-    lanes = die.cores * fp32_lanes_per_core(chip, die) + (vec.count * vec.fp32_lanes_per_core if vec else 0)
     core_kib = die.core_sram_kib
     if core_kib is None:
         core_kib = sum(lv.capacity_kib or 0.0 for lv in chip.sram if lv.scope == "core")
-    core_style = next((lv.style for lv in chip.sram if lv.scope == "core"), "cache")
-    chip_style = next((lv.style for lv in chip.sram if lv.scope == "chip"), "cache")
+    link_gb_s = die_links_gb_s(chip, chip.scale_up.bandwidth_per_direction_gb_s if chip.scale_up else 0.0)
+    return DieInputs(
+        node=s.node(chip.process_node, chip.id), macs=die.cores * macs_per_core,
+        array_style=bool(mu and mu.style == "array"), cores=die.cores + (vec.count if vec else 0),
+        lanes=die.cores * fp32_lanes_per_core(chip, die) + (vec.count * vec.fp32_lanes_per_core if vec else 0),
+        core_sram_mib=die.cores * core_kib / 1024, core_style=sram_style(chip, "core"),
+        vector_sram_mib=vec.count * (vec.local_sram_kib or 0.0) / 1024 if vec else 0.0,
+        chip_sram_mib=die.shared_sram_mib, chip_style=sram_style(chip, "chip"),
+        interfaces=die.memory_interfaces, hbm=chip.memory.type in HBM_STACK_GB_S, link_gb_s=link_gb_s,
+        dies_per_package=chip.dies_per_package,
+    )  # fmt: skip
 
-    def sram_mm2(mib: float, style: str) -> float:
+
+def die_links_gb_s(chip: ChipSpec, scale_up_gb_s: Num) -> Num:
+    """GB/s of SerDes on the die: the scale-up link's, and the NIC's when it is on the die."""
+    on_die = chip.scale_out is not None and chip.node.nics_per_chip == 0
+    return scale_up_gb_s + (chip.scale_out.gbit_s_per_chip / 8 if on_die and chip.scale_out else 0.0)
+
+
+def sram_style(chip: ChipSpec, scope: str) -> str:
+    """The style of the chip's first SRAM level of `scope` ("cache" when it lists none)."""
+    return next((lv.style for lv in chip.sram if lv.scope == scope), "cache")
+
+
+def _parts(x: DieInputs, s: Silicon) -> tuple[dict[str, Num], Num, Num]:
+    """Blocks known without the fitted constants, and the two fitted terms' multipliers:
+    (blocks in mm^2 per package, cores x logic scale, array-style MACs x logic scale)."""
+    a: AreaConstants = s.area
+    node = x.node
+    logic = s.nodes["N7"].logic_mtr_per_mm2 / node.logic_mtr_per_mm2  # mm^2 at this node per N7 mm^2
+
+    def sram_mm2(mib: Num, style: str) -> Num:
         per_mm2 = a.scratchpad_mib_per_mm2_n7 if style == "scratchpad" else a.cache_mib_per_mm2_n7
         return mib / per_mm2 * node.sram_scale
 
-    vector_kib = vec.count * (vec.local_sram_kib or 0.0) if vec else 0.0  # software-managed local memory
-    hbm = chip.memory.type in HBM_STACK_GB_S
-    phy, ctrl = (a.hbm_phy_mm2, a.hbm_controller_mtr) if hbm else (a.dram_phy_mm2, a.dram_controller_mtr)
-    link_gb_s = chip.scale_up.bandwidth_per_direction_gb_s if chip.scale_up else 0.0
-    if chip.scale_out and chip.node.nics_per_chip == 0:  # the NIC is on the die
-        link_gb_s += chip.scale_out.gbit_s_per_chip / 8
+    phy, ctrl = (a.hbm_phy_mm2, a.hbm_controller_mtr) if x.hbm else (a.dram_phy_mm2, a.dram_controller_mtr)
     blocks = {
-        "matrix_units": macs * a.mac_mm2_n7 * logic,
-        "vector_lanes": lanes * a.fp32_lane_mtr / node.logic_mtr_per_mm2,
-        "sram": sram_mm2(die.cores * core_kib / 1024, core_style) + sram_mm2(vector_kib / 1024, "scratchpad")
-                + sram_mm2(die.shared_sram_mib, chip_style),
-        "memory_phy": die.memory_interfaces * phy,
-        "memory_controllers": die.memory_interfaces * ctrl / node.logic_mtr_per_mm2,
-        "links": link_gb_s * (node.serdes_mm2_per_gb_s + a.serdes_controller_mtr_per_gb_s / node.logic_mtr_per_mm2),
+        "matrix_units": x.macs * a.mac_mm2_n7 * logic,
+        "vector_lanes": x.lanes * a.fp32_lane_mtr / node.logic_mtr_per_mm2,
+        "sram": sram_mm2(x.core_sram_mib, x.core_style) + sram_mm2(x.vector_sram_mib, "scratchpad")
+                + sram_mm2(x.chip_sram_mib, x.chip_style),
+        "memory_phy": x.interfaces * phy,
+        "memory_controllers": x.interfaces * ctrl / node.logic_mtr_per_mm2,
+        "links": x.link_gb_s * (node.serdes_mm2_per_gb_s + a.serdes_controller_mtr_per_gb_s / node.logic_mtr_per_mm2),
         "host_io": a.pcie_lanes * (node.pcie_lane_mm2 + a.pcie_controller_mtr_per_lane / node.logic_mtr_per_mm2),
-        "noc": cores * a.noc_mtr_per_core / node.logic_mtr_per_mm2,
+        "noc": x.cores * a.noc_mtr_per_core / node.logic_mtr_per_mm2,
     }  # fmt: skip
-    array_macs = macs if mu and mu.style == "array" else 0.0
-    return blocks, cores * logic, array_macs * logic
+    array_macs = x.macs if x.array_style else 0.0
+    return blocks, x.cores * logic, array_macs * logic
+
+
+def area_blocks(x: DieInputs, s: Silicon) -> dict[str, Num]:
+    """mm^2 of one compute die by block (the fields of `Area`), for numbers or arrays."""
+    blocks, cores, array_macs = _parts(x, s)
+    blocks["matrix_units"] = blocks["matrix_units"] + array_macs * s.area.array_feed_mm2_n7
+    blocks["cores"] = cores * s.area.core_mm2_n7
+    n = x.dies_per_package
+    subtotal = sum(blocks.values()) / n
+    other = subtotal * s.area.other_fraction / (1 - s.area.other_fraction)
+    return {**{k: v / n for k, v in blocks.items()}, "other": other}
 
 
 def die_area(chip: ChipSpec, data: Silicon | None = None) -> Area:
@@ -139,13 +195,7 @@ def die_area(chip: ChipSpec, data: Silicon | None = None) -> Area:
     True
     """
     s = data or silicon()
-    blocks, cores, array_macs = _parts(chip, s)
-    blocks["matrix_units"] += array_macs * s.area.array_feed_mm2_n7
-    blocks["cores"] = cores * s.area.core_mm2_n7
-    n = chip.dies_per_package
-    subtotal = sum(blocks.values()) / n
-    other = subtotal * s.area.other_fraction / (1 - s.area.other_fraction)
-    return Area(**{k: v / n for k, v in blocks.items()}, other=other)
+    return Area(**{k: float(v) for k, v in area_blocks(die_inputs(chip, s), s).items()})
 
 
 def published_dies(chips: list[ChipSpec]) -> list[ChipSpec]:
@@ -170,7 +220,7 @@ def fit(chips: list[ChipSpec], data: Silicon | None = None) -> tuple[float, floa
     rows, rhs = [], []
     for chip in chips:
         assert chip.die_area_mm2 is not None
-        blocks, cores, array_macs = _parts(chip, s)
+        blocks, cores, array_macs = _parts(die_inputs(chip, s), s)
         target = chip.die_area_mm2 * chip.dies_per_package * (1 - s.area.other_fraction)
         rows.append([cores / target, array_macs / target])
         rhs.append(1 - sum(blocks.values()) / target)

@@ -18,9 +18,11 @@ work divides. Defaults are research/hardware_cost.md section 4.9, each with its 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from tapeout.errors import TapeoutError
+from tapeout.units import Num
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 
@@ -76,7 +78,7 @@ class Tco:
 
     @property
     def usd_per_hour(self) -> float:
-        return self.total_usd / (self.years * HOURS_PER_YEAR)
+        return float(per_hour(self.total_usd, self.years))
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "capital_usd": self.capital_usd, "total_usd": self.total_usd,
@@ -97,14 +99,30 @@ def chip_tco(price_usd: float, tdp_w: float, assumptions: TcoAssumptions | None 
         raise TapeoutError(f"field 'price_usd': must be > 0, got {price_usd!r} (unit: US dollars)")
     if tdp_w <= 0:
         raise TapeoutError(f"field 'tdp_w': must be > 0, got {tdp_w!r} (unit: W)")
+    return Tco(**{k: float(v) for k, v in tco_parts(price_usd, tdp_w, a).items()})
+
+
+def tco_parts(price_usd: Num, tdp_w: Num, a: TcoAssumptions) -> dict[str, Num]:
+    """The fields of `Tco`, for numbers or arrays (one per design; checked by the caller)."""
     it_power_w = tdp_w * a.server_power_factor
     hardware = price_usd + a.server_usd_per_chip
     network = hardware * a.network_fraction / (1 - a.network_fraction)
     facility = it_power_w * a.facility_usd_per_w * min(1.0, a.years / a.facility_years)
     wall_w = it_power_w * a.average_power_fraction * a.pue
     energy = wall_w / 1000 * a.years * HOURS_PER_YEAR * a.usd_per_kwh
-    return Tco(chip_usd=price_usd, server_usd=a.server_usd_per_chip, network_usd=network,
-               facility_usd=facility, energy_usd=energy, years=a.years, average_power_w=wall_w)  # fmt: skip
+    return {"chip_usd": price_usd, "server_usd": a.server_usd_per_chip, "network_usd": network,
+            "facility_usd": facility, "energy_usd": energy, "years": a.years, "average_power_w": wall_w}  # fmt: skip
+
+
+def usd_per_hour(parts: Mapping[str, Num]) -> Num:
+    """`Tco.usd_per_hour` of its fields (numbers or arrays): capital and energy over the years."""
+    capital = parts["chip_usd"] + parts["server_usd"] + parts["network_usd"] + parts["facility_usd"]
+    return per_hour(capital + parts["energy_usd"], float(parts["years"]))
+
+
+def per_hour(total_usd: Num, years: float) -> Num:
+    """US dollars per hour of `total_usd` spread over `years`."""
+    return total_usd / (years * HOURS_PER_YEAR)
 
 
 def usd_per_unit(tco: Tco, units_per_s: float, per: float = 1.0) -> float:
@@ -113,6 +131,12 @@ def usd_per_unit(tco: Tco, units_per_s: float, per: float = 1.0) -> float:
     >>> round(usd_per_unit(chip_tco(30_000, 700), 1000.0, per=1e6), 3)
     0.319
     """
+    return hourly_usd_per_unit(tco.usd_per_hour, units_per_s, per)
+
+
+def hourly_usd_per_unit(usd_per_hour: float, units_per_s: float, per: float = 1.0) -> float:
+    """Dollars per `per` units of work for a chip that costs `usd_per_hour` and does
+    `units_per_s` (`usd_per_unit` from the hourly cost alone)."""
     if units_per_s <= 0:
         raise TapeoutError(f"throughput must be > 0 to price a unit of work, got {units_per_s!r}")
-    return tco.usd_per_hour / (units_per_s * 3600) * per
+    return usd_per_hour / (units_per_s * 3600) * per

@@ -12,31 +12,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tapeout.cost.area import Area, die_area, die_of
+import numpy as np
+
+from tapeout.cost.area import Area, DieInputs, die_area, die_inputs, die_of
 from tapeout.cost.silicon import Silicon, silicon
 from tapeout.errors import TapeoutError
 from tapeout.hardware.design import HBM_STACK_GB_S
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.calibration import table
 from tapeout.perf.energy import full_load_watts
+from tapeout.units import Num
 
 
-def dies_per_wafer(area_mm2: float, diameter_mm: float = 300.0) -> float:
-    """Whole dies on a round wafer, edge loss included.
+def dies_per_wafer(area_mm2: Num, diameter_mm: float = 300.0) -> Num:
+    """Whole dies on a round wafer, edge loss included (a number, or one per design).
 
-    >>> round(dies_per_wafer(814), 1)
+    >>> round(float(dies_per_wafer(814)), 1)
     63.5
     """
-    return math.pi * (diameter_mm / 2) ** 2 / area_mm2 - math.pi * diameter_mm / math.sqrt(2 * area_mm2)
+    return math.pi * (diameter_mm / 2) ** 2 / area_mm2 - math.pi * diameter_mm / np.sqrt(2 * area_mm2)
 
 
-def die_yield(area_mm2: float, defects_per_cm2: float, alpha: float = 3.0) -> float:
+def die_yield(area_mm2: Num, defects_per_cm2: float, alpha: float = 3.0) -> Num:
     """Share of good dies, negative binomial with clustering `alpha`.
 
-    >>> round(die_yield(814, 0.10), 3)
+    >>> round(float(die_yield(814, 0.10)), 3)
     0.487
     """
-    return float((1 + defects_per_cm2 * area_mm2 / 100 / alpha) ** -alpha)
+    return (1 + defects_per_cm2 * area_mm2 / 100 / alpha) ** -alpha
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,9 +57,14 @@ class Power:
 
     @property
     def sustained_clock(self) -> float:
-        """Clock fraction a full matrix load sustains within the budget (power ~ clock^3)."""
-        headroom = self.budget_w - self.idle_w - self.memory_w
-        return 0.0 if headroom <= 0 else min(1.0, (headroom / self.compute_w) ** (1 / 3))
+        return float(sustained_clock(self.budget_w, self.idle_w, self.memory_w, self.compute_w))
+
+
+def sustained_clock(budget_w: Num, idle_w: Num, memory_w: Num, compute_w: Num) -> Num:
+    """Clock fraction a full matrix load sustains within the budget (power ~ clock^3): numbers,
+    or one per design."""
+    headroom = np.maximum(budget_w - idle_w - memory_w, 0.0)
+    return np.minimum(1.0, (headroom / compute_w) ** (1 / 3))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,27 +146,39 @@ def unit_cost(chip: ChipSpec, *, volume: int | None = None, data: Silicon | None
     s = data or silicon()
     if volume is not None and volume < 1:
         raise TapeoutError(f"field 'volume': must be >= 1 unit, got {volume}")
-    node = s.node(chip.process_node, chip.id)
+    x = die_inputs(chip, s)
     area = die_area(chip, s)
-    total = area.total
-    n = chip.dies_per_package
-    dpw = dies_per_wafer(total, s.wafer_diameter_mm)
-    if dpw < 1:
-        raise TapeoutError(f"{chip.id}: a {total:,.0f} mm^2 die does not fit on a wafer")
-    y = die_yield(total, node.defects_per_cm2, s.yield_alpha)
-    dies = n * node.wafer_usd / (dpw * y)
-    memory = chip.memory.capacity_gb * s.memory_usd_per_gb[chip.memory.type]
-    if chip.memory.type in HBM_STACK_GB_S:
-        interposer = total * n + die_of(chip).memory_interfaces * s.hbm_footprint_mm2
-        package = interposer * s.cowos_usd_per_mm2
+    if dies_per_wafer(area.total, s.wafer_diameter_mm) < 1:
+        raise TapeoutError(f"{chip.id}: {wafer_problem(area.total)}")
+    parts = package_costs(area.total, x, chip.memory.capacity_gb, chip.memory.type, s)
+    return UnitCost(
+        area=area, dies_per_package=x.dies_per_package, board_usd=s.board_usd,
+        nre_usd=nre_usd(chip, s) if volume is not None else 0.0, volume=volume, power=power(chip),
+        **{k: float(v) for k, v in parts.items()},
+    )  # fmt: skip
+
+
+def package_costs(
+    area_mm2: Num, x: DieInputs, capacity_gb: Num, memory_type: str, s: Silicon
+) -> dict[str, Num]:
+    """The parts of `UnitCost` that follow from the die's area, its memory and package (numbers,
+    or one per design): dies per wafer, yield, known-good dies, memory, package and test."""
+    n = x.dies_per_package
+    dpw = dies_per_wafer(area_mm2, s.wafer_diameter_mm)
+    y = die_yield(area_mm2, x.node.defects_per_cm2, s.yield_alpha)
+    dies = n * x.node.wafer_usd / (dpw * y)
+    memory = capacity_gb * s.memory_usd_per_gb[memory_type]
+    if x.hbm:
+        package: Num = (area_mm2 * n + x.interfaces * s.hbm_footprint_mm2) * s.cowos_usd_per_mm2
     else:
         package = s.organic_package_usd
     test = s.test_fraction * (dies + memory + package)
-    return UnitCost(
-        area=area, dies_per_package=n, dies_per_wafer=dpw, yield_=y, die_usd=dies, memory_usd=memory,
-        package_usd=package, test_usd=test, board_usd=s.board_usd,
-        nre_usd=nre_usd(chip, s) if volume is not None else 0.0, volume=volume, power=power(chip),
-    )  # fmt: skip
+    return {"dies_per_wafer": dpw, "yield_": y, "die_usd": dies, "memory_usd": memory, "package_usd": package,
+            "test_usd": test}  # fmt: skip
+
+
+def wafer_problem(area_mm2: float) -> str:
+    return f"a {area_mm2:,.0f} mm^2 die does not fit on a wafer"
 
 
 def check_design(chip: ChipSpec, data: Silicon | None = None, *, unit: UnitCost | None = None) -> None:
@@ -167,23 +187,31 @@ def check_design(chip: ChipSpec, data: Silicon | None = None, *, unit: UnitCost 
     `unit_cost` when the caller has it already (its area and power are used, not recomputed)."""
     s = data or silicon()
     area = die_area(chip, s).total if unit is None else unit.area.total
-    if area > s.reticle_mm2:
-        raise TapeoutError(
-            f"{chip.id}: the modelled die is {area:,.0f} mm^2, over the {s.reticle_mm2:,.0f} mm^2 reticle limit"
-        )
-    if chip.memory.type in HBM_STACK_GB_S:
-        long_edge = math.sqrt(area * 33 / 26)  # the reticle's aspect ratio
+    hbm = chip.memory.type in HBM_STACK_GB_S
+    problem = design_problem(
+        area, hbm, die_of(chip).memory_interfaces, power(chip) if unit is None else unit.power, s
+    )
+    if problem:
+        raise TapeoutError(f"{chip.id}: {problem}")
+
+
+def design_problem(area_mm2: float, hbm: bool, sites: float, p: Power, s: Silicon) -> str:
+    """What keeps a die of `area_mm2` with `sites` memory interfaces and power `p` from being
+    built (`check_design`'s rules), or "" when nothing does."""
+    if area_mm2 > s.reticle_mm2:
+        return f"the modelled die is {area_mm2:,.0f} mm^2, over the {s.reticle_mm2:,.0f} mm^2 reticle limit"
+    if hbm:
+        long_edge = math.sqrt(area_mm2 * 33 / 26)  # the reticle's aspect ratio
         seats = 2 * math.floor(long_edge / s.hbm_site_edge_mm)
-        sites = die_of(chip).memory_interfaces
         if sites > seats:
-            raise TapeoutError(
-                f"{chip.id}: {sites} HBM stacks need {sites / 2 * s.hbm_site_edge_mm:.1f} mm of each long "
-                f"edge, but a {area:,.0f} mm^2 die has {long_edge:.1f} mm edges: at most {seats} stacks"
+            return (
+                f"{sites:g} HBM stacks need {sites / 2 * s.hbm_site_edge_mm:.1f} mm of each long "
+                f"edge, but a {area_mm2:,.0f} mm^2 die has {long_edge:.1f} mm edges: at most {seats} stacks"
             )
-    p = power(chip) if unit is None else unit.power
     if p.sustained_clock < 0.5:
-        raise TapeoutError(
-            f"{chip.id}: over its power budget: full load draws {p.full_load_w:,.0f} W (compute "
+        return (
+            f"over its power budget: full load draws {p.full_load_w:,.0f} W (compute "
             f"{p.compute_w:,.0f}, memory {p.memory_w:,.0f}, idle {p.idle_w:,.0f}) against "
             f"{p.budget_w:,.0f} W, which sustains only {100 * p.sustained_clock:.0f} % of the clock"
         )
+    return ""

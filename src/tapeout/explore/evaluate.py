@@ -11,7 +11,7 @@ how many of them one unit of the mix holds (weights are taken relative to their 
 that time-shares the mix spends `sum(w_i / r_i)` seconds on one unit, where `r_i` is entry i's
 units per second per chip; the mix's `throughput` is the inverse. `perf_per_tco` divides it by the
 chip's TCO per second (`cost.tco.chip_tco`, the chip bought at its unit cost), `usd_per_million`
-is TCO per million units (`cost.tco.usd_per_unit`), `perf_per_watt` divides by the power budget,
+is TCO per million units (`cost.tco.usd_per_unit`, from the silicon's `tco_usd_per_hour`), `perf_per_watt` divides by the power budget,
 `perf_per_mm2` by the die area.
 """
 
@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from tapeout.cost.tco import TcoAssumptions, chip_tco, usd_per_unit
+from tapeout.cost.tco import hourly_usd_per_unit
+from tapeout.explore.columns import silicon_batch
 from tapeout.explore.knobs import Value
 from tapeout.explore.mix import Outcome, Workload
 from tapeout.explore.silicon import SILICON_METRICS, Silicon, silicon
 from tapeout.explore.space import MIX_METRICS, Space
+from tapeout.hardware.design import Design
 
 SILICON_CACHE = 200_000  # designs whose silicon a worker keeps (about 2 KB each)
 
@@ -70,6 +72,7 @@ class Evaluator:
         total = sum(w.weight for w in self.workloads)
         self.shares = [w.weight / total for w in self.workloads]
         self._silicon: dict[tuple[Value, ...], Silicon] = {}
+        self._design = None if space.catalog else Design.model_validate(dict(space.base))
         per_workload = [f"{w.name}.{m}" for w in self.workloads for m in w.metrics]
         self.metric_names: tuple[str, ...] = (*SILICON_METRICS, *per_workload, *MIX_METRICS)
 
@@ -100,9 +103,27 @@ class Evaluator:
             )
         return self._combine([knobs], [sil], [w.scalar(sil) for w in self.workloads])[0]
 
+    def silicons(self, points: Sequence[Mapping[str, Value]]) -> list[Silicon]:
+        """The silicon of many designs: those seen before from the cache, the others together
+        (`explore.columns`) when the base is a design file, else one by one."""
+        if self._design is None:
+            return [self.silicon(p) for p in points]
+        keys = [tuple(p[n] for n in self.space.names) for p in points]
+        known = {k: self._silicon[k] for k in keys if k in self._silicon}
+        new = {k: p for k, p in zip(keys, points, strict=True) if k not in known}
+        if new:
+            s = self.space
+            got = silicon_batch(s.base, self._design, list(new.values()), origin=s.origin, volume=s.volume,
+                                tco=s.tco, bounds=s.bounds)  # fmt: skip
+            known.update(zip(new, got, strict=True))
+            if len(self._silicon) + len(new) > SILICON_CACHE:
+                self._silicon.clear()
+            self._silicon.update(zip(new, got, strict=True))
+        return [known[k] for k in keys]
+
     def evaluate_batch(self, points: Sequence[Mapping[str, Value]]) -> list[Result]:
         """Many designs through the fast path, in order."""
-        sils = [self.silicon(p) for p in points]
+        sils = self.silicons(points)
         ok = [i for i, s in enumerate(sils) if s.ok]
         out: list[Result] = [
             self._result(p, s.metrics, feasible=False, reason=s.reason, violation=s.violation)
@@ -130,21 +151,21 @@ class Evaluator:
                 metrics.update({f"{w.name}.{k}": float(v[i]) for k, v in o.metrics.items()})
             reason = next((o.reasons[i] for o in outcomes if o.reasons[i]), "")
             ok = bool(feasible[i] and math.isfinite(seconds[i]) and seconds[i] > 0)
-            metrics.update(_mix(float(1.0 / seconds[i]) if ok else math.nan, metrics, self.space.tco))
+            metrics.update(_mix(float(1.0 / seconds[i]) if ok else math.nan, metrics))
             results.append(self._result(p, metrics, feasible=ok, reason=reason, violation=0.0 if ok else 1.0))
         return results
 
 
-def _mix(throughput: float, m: Mapping[str, float], assumptions: TcoAssumptions) -> dict[str, float]:
+def _mix(throughput: float, m: Mapping[str, float]) -> dict[str, float]:
     """The mix's objectives from its throughput (mix units per second per chip)."""
     if not math.isfinite(throughput):
         return dict.fromkeys(("throughput", "perf_per_tco", "perf_per_watt", "perf_per_mm2", "usd_per_million"),
                              math.nan)  # fmt: skip
-    tco = chip_tco(m["unit_cost_usd"], m["tdp_w"], assumptions)
+    hourly = m["tco_usd_per_hour"]  # `cost.tco.chip_tco` of the unit cost and power budget
     return {
         "throughput": throughput,
-        "perf_per_tco": throughput * 3600 / tco.usd_per_hour,
+        "perf_per_tco": throughput * 3600 / hourly,
         "perf_per_watt": throughput / m["tdp_w"],
         "perf_per_mm2": throughput / m["die_area_mm2"],
-        "usd_per_million": usd_per_unit(tco, throughput, per=1e6),
+        "usd_per_million": hourly_usd_per_unit(hourly, throughput, per=1e6),
     }

@@ -234,13 +234,22 @@ def apply(base: Mapping[str, Any], knobs: Mapping[str, Value]) -> dict[str, Any]
             level, _, field = rest.partition(".")
             next(lv for lv in out["sram"] if lv.get("name") == level)[field] = value
         elif head == "scale_up" and rest == "links":
-            up, base_up = out["scale_up"], base["scale_up"]
-            per_link = float(base_up["bandwidth_per_direction_gb_s"]) / int(base_up.get("links") or 1)
-            up["links"] = value
+            out["scale_up"]["links"] = value
             if "scale_up.bandwidth_per_direction_gb_s" not in knobs:
-                up["bandwidth_per_direction_gb_s"] = per_link * float(value)
+                out["scale_up"]["bandwidth_per_direction_gb_s"] = scale_up_gb_s(base["scale_up"], knobs)
         elif rest:
             out[head][rest] = value
         else:
             out[head] = value
     return out
+
+
+def scale_up_gb_s(base_up: Mapping[str, Any], knobs: Mapping[str, Value]) -> float:
+    """The per-direction GB/s of a design's scale-up link: its knob, else the base's bandwidth
+    per link times the `scale_up.links` knob, else the base's."""
+    if "scale_up.bandwidth_per_direction_gb_s" in knobs:
+        return float(knobs["scale_up.bandwidth_per_direction_gb_s"])
+    bandwidth = float(base_up["bandwidth_per_direction_gb_s"])
+    if "scale_up.links" in knobs:
+        return bandwidth / int(base_up.get("links") or 1) * float(knobs["scale_up.links"])
+    return bandwidth

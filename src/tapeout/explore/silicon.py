@@ -8,7 +8,7 @@ costed on the workloads. They depend on the knobs alone and are cached by them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tapeout.cost.tco import TcoAssumptions, chip_tco
@@ -69,6 +69,7 @@ class Silicon:
     metrics: Mapping[str, float]
     reason: str = ""
     violation: float = 0.0  # summed relative distance outside the space's constraints
+    joules_of: Callable[[str], float] | None = None  # of a design costed in a batch (`explore.columns`)
     _joules: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -79,8 +80,11 @@ class Silicon:
         """Joules of one matrix FLOP at `precision` (`perf.energy.flop_pj`), memoised."""
         got = self._joules.get(precision)
         if got is None:
-            assert self.chip is not None
-            got = self._joules[precision] = flop_pj(self.chip, precision) * PJ
+            if self.joules_of is not None:
+                got = self._joules[precision] = self.joules_of(precision)
+            else:
+                assert self.chip is not None
+                got = self._joules[precision] = flop_pj(self.chip, precision) * PJ
         return got
 
 
@@ -102,7 +106,7 @@ def silicon(
             variant = apply_catalog(base, knobs)
             chip = chip_from_mapping(variant, origin, str(variant["id"]))
         else:
-            chip = chip_from_mapping(expand_design(apply(base, knobs), origin), origin, str(base.get("id")))
+            chip = design_chip(base, knobs, origin)
         unit = unit_cost(chip, volume=volume)
     except TapeoutError as exc:
         return Silicon(chip=None, metrics={}, reason=str(exc), violation=1.0)
@@ -113,14 +117,27 @@ def silicon(
         "sustained_clock": unit.power.sustained_clock,
         "tco_usd_per_hour": chip_tco(unit.total_usd, chip.tdp_w, tco).usd_per_hour,
     }  # fmt: skip
-    violation = sum(b.violation(metrics[b.metric]) for b in bounds)
-    failed = [b for b in bounds if b.violation(metrics[b.metric]) > 0]
-    if failed:
-        got = ", ".join(f"{b.metric} is {metrics[b.metric]:,.4g}" for b in failed)
-        reason = f"constraint {'; '.join(str(b) for b in failed)}: {got}"
+    reason, violation = constraints(metrics, bounds)
+    if reason:
         return Silicon(chip=chip, metrics=metrics, reason=reason, violation=violation)
     try:
         check_design(chip, unit=unit)
     except TapeoutError as exc:
         return Silicon(chip=chip, metrics=metrics, reason=str(exc), violation=1.0)
     return Silicon(chip=chip, metrics=metrics)
+
+
+def constraints(metrics: Mapping[str, float], bounds: tuple[Bound, ...]) -> tuple[str, float]:
+    """Which of the space's constraints a design's silicon metrics break ("" when none), and how
+    far outside them it is (the summed relative distance)."""
+    violation = sum(b.violation(metrics[b.metric]) for b in bounds)
+    if not violation:
+        return "", 0.0
+    failed = [b for b in bounds if b.violation(metrics[b.metric]) > 0]
+    got = ", ".join(f"{b.metric} is {metrics[b.metric]:,.4g}" for b in failed)
+    return f"constraint {'; '.join(str(b) for b in failed)}: {got}", violation
+
+
+def design_chip(base: Mapping[str, object], knobs: Mapping[str, Value], origin: str) -> ChipSpec:
+    """The chip a design file `base` with `knobs` applied expands to (checked by its schema)."""
+    return chip_from_mapping(expand_design(apply(base, knobs), origin), origin, str(base.get("id")))

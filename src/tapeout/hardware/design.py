@@ -27,6 +27,7 @@ from tapeout.hardware.spec import (
     ScaleUp,
     SramLevel,
 )
+from tapeout.units import Num
 
 # Per HBM stack (research/hardware_cost.md 2.6): bandwidth by generation, and capacity by
 # stack height (8-Hi and 12-Hi parts; HBM2 4- and 8-Hi).
@@ -73,16 +74,14 @@ class Design(Frozen):
         """The catalog entry this design makes (a mapping in the catalog's schema)."""
         mem = self.memory
         hbm = mem.type in HBM_STACK_GB_S
-        if hbm and mem.gb_per_interface not in HBM_STACK_GB[mem.type]:
-            known = ", ".join(f"{g:g}" for g in HBM_STACK_GB[mem.type])
-            raise TapeoutError(
-                f"{self.id}: field 'memory.gb_per_interface': {mem.gb_per_interface:g} GB is not a "
-                f"{mem.type} stack; known: {known} (unit: GB)"
-            )
-        per_interface = HBM_STACK_GB_S[mem.type] if hbm else DRAM_CHANNEL_GB_S[mem.type]
+        problem = stack_problem(mem.type, mem.gb_per_interface)
+        if problem:
+            raise TapeoutError(f"{self.id}: {problem}")
+        per_interface = interface_gb_s(mem.type)
         macs = self.matrix_unit.macs * self.num_cores
-        bf16 = 2 * macs * self.clock_ghz / 1e3
-        fp32_vector = 2 * self.vector_lanes_per_core * self.num_cores * self.clock_ghz / 1e3
+        got = derived(macs, self.vector_lanes_per_core * self.num_cores, self.clock_ghz, mem.interfaces,
+                      mem.gb_per_interface, per_interface)  # fmt: skip
+        bf16, fp32_vector = float(got["bf16_tflops"]), float(got["fp32_tflops"])
         design = f"design choice (hardware/designs/{self.id}.yaml)"
         return {
             "id": self.id, "name": self.name, "vendor": "tapeout", "family": self.id,
@@ -94,8 +93,8 @@ class Design(Frozen):
                             **{p: 2 * bf16 for p in self.eight_bit}},
             "vector_fp32_tflops": fp32_vector,
             "sram": [lv.model_dump(exclude_none=True) for lv in self.sram],
-            "memory": {"type": mem.type, "capacity_gb": mem.interfaces * mem.gb_per_interface,
-                       "bandwidth_gb_s": mem.interfaces * per_interface,
+            "memory": {"type": mem.type, "capacity_gb": float(got["capacity_gb"]),
+                       "bandwidth_gb_s": float(got["bandwidth_gb_s"]),
                        **({"stacks": mem.interfaces} if hbm else {})},
             "scale_up": self.scale_up.model_dump() if self.scale_up else None,
             "scale_out": self.scale_out.model_dump() if self.scale_out else None,
@@ -113,6 +112,34 @@ class Design(Frozen):
             },
             "notes": [*self.rationale, "No market price: its unit cost comes from `tapeout cost`."],
         }  # fmt: skip
+
+
+def interface_gb_s(memory_type: str) -> float:
+    """GB/s of one HBM stack or 32-bit DRAM channel of `memory_type`."""
+    return HBM_STACK_GB_S[memory_type] if memory_type in HBM_STACK_GB_S else DRAM_CHANNEL_GB_S[memory_type]
+
+
+def stack_problem(memory_type: str, gb_per_interface: float) -> str:
+    """Why `gb_per_interface` cannot be a stack of HBM `memory_type` ("" when it can, or for DRAM)."""
+    if memory_type not in HBM_STACK_GB_S or gb_per_interface in HBM_STACK_GB[memory_type]:
+        return ""
+    known = ", ".join(f"{g:g}" for g in HBM_STACK_GB[memory_type])
+    return (
+        f"field 'memory.gb_per_interface': {gb_per_interface:g} GB is not a {memory_type} stack; "
+        f"known: {known} (unit: GB)"
+    )
+
+
+def derived(macs: Num, lanes: Num, clock_ghz: Num, interfaces: Num, gb_per_interface: Num,
+            interface_gb_s: float) -> dict[str, Num]:  # fmt: skip
+    """What a design's choices give (numbers, or one per design): the dense bf16 and FP32 vector
+    TFLOP/s of `macs` bf16 MACs and `lanes` FP32 lanes at `clock_ghz`, and the memory's GB and GB/s."""
+    return {
+        "bf16_tflops": 2 * macs * clock_ghz / 1e3,
+        "fp32_tflops": 2 * lanes * clock_ghz / 1e3,
+        "capacity_gb": interfaces * gb_per_interface,
+        "bandwidth_gb_s": interfaces * interface_gb_s,
+    }
 
 
 def expand_design(data: Mapping[str, Any], origin: str) -> dict[str, Any]:

@@ -32,12 +32,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
+
 from tapeout._yaml import load_data_file
 from tapeout.errors import TapeoutError
 from tapeout.hardware.spec import ChipSpec, MatrixUnit, MemoryType, ProcessNode
 from tapeout.perf.calibration import table
 from tapeout.perf.power import power_capped
 from tapeout.precision import BYTES_PER_ELEMENT, FALLBACKS, PRECISIONS, at_least_16
+from tapeout.units import Num
 
 ENERGY_FILE = Path(__file__).parent / "energy.yaml"
 SCHEMA = "tapeout-energy/1"
@@ -92,6 +95,11 @@ class FlopEnergy:
     @property
     def total(self) -> float:
         return self.datapath + self.operands + self.operand_wires + self.shared + self.clock
+
+
+def flop_total(parts: Mapping[str, Num]) -> Num:
+    """Picojoules of one FLOP: the sum of its parts (`FlopEnergy.total` over numbers or arrays)."""
+    return parts["datapath"] + parts["operands"] + parts["operand_wires"] + parts["shared"] + parts["clock"]
 
 
 # ---- reading and checking energy.yaml ------------------------------------------------------
@@ -260,30 +268,77 @@ def _matrix_unit(chip: ChipSpec) -> MatrixUnit:
     return chip.matrix_unit or MatrixUnit(rows=16, cols=16, per_core=1, style="dot_product")
 
 
-def _distances_mm(chip: ChipSpec, energy: EnergyTable) -> tuple[float, float]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlopInputs:
+    """What the FLOP energy model reads of a chip for one format: numbers for one chip
+    (`flop_inputs`), or arrays with one entry per design for designs that share their node,
+    formats, family and matrix-unit style (the explorer's batch path)."""
+
+    fmt: str  # the format the FLOP is charged as (`runs_as`)
+    scale: float  # the node's energy relative to 45 nm (`node_scale`)
+    rows: Num  # the matrix unit's shape
+    cols: Num
+    array: bool  # an array-style matrix unit (`MatrixUnit.style`)
+    local_bytes: Num  # core-local SRAM per core (only shared SRAM: its share per core)
+    core_mm: Num  # half the side of a core's share of silicon
+    die_mm: Num  # half the side of a die
+    accumulator_pj: float  # SRAM pJ per byte at 45 nm of the accumulators' store
+    accumulator_on_core: bool  # the accumulators' bytes cross the core (not in tensor memory)
+
+
+def distances_mm(die_mm2: Num, dies_per_package: int, cores: Num) -> tuple[Num, Num]:
     """(Half the side of a core's share of silicon, half the side of a die), in mm."""
-    die = chip.die_area_mm2 or energy.reticle_mm2
-    core = die * chip.dies_per_package / chip.num_cores
-    return math.sqrt(core) / 2, math.sqrt(die) / 2
+    core = die_mm2 * dies_per_package / cores
+    return np.sqrt(core) / 2, np.sqrt(die_mm2) / 2
 
 
-def _output_tile(chip: ChipSpec) -> float:
-    """Side T of the largest square fp32 output tile the core-local SRAM holds (a chip with only
-    shared SRAM: its share per core)."""
+def accumulator_store(chip: ChipSpec, e: EnergyTable) -> tuple[float, bool]:
+    """(SRAM pJ per byte at 45 nm, whether its bytes cross the core) of the matrix unit's
+    accumulators: the store its family keeps them in (a dot-product unit), else the local SRAM
+    half a core away."""
+    held = e.accumulator_store.get(chip.family)
+    if held is None or _matrix_unit(chip).style == "array":
+        return e.local_sram_pj_per_byte, True
+    size = (held.capacity_kib / LOCAL_SRAM_KIB) ** e.sram_capacity_exponent
+    return e.local_sram_pj_per_byte * size, held.store != "tensor_memory"
+
+
+def flop_inputs(chip: ChipSpec, precision: str, energy: EnergyTable | None = None) -> FlopInputs:
+    """What `flop_energy` reads of `chip` at `precision`."""
+    e = energy or energy_table()
+    mu = _matrix_unit(chip)
     local = chip.sram_per_core_bytes or chip.sram_shared_bytes / chip.num_cores
     if local <= 0:
         raise TapeoutError(f"{chip.id}: field 'sram': no on-chip SRAM listed; operand reuse needs it")
-    return math.sqrt(local / 4)
+    core_mm, die_mm = distances_mm(chip.die_area_mm2 or e.reticle_mm2, chip.dies_per_package, chip.num_cores)
+    acc_pj, acc_on_core = accumulator_store(chip, e)
+    return FlopInputs(
+        fmt=runs_as(chip, precision), scale=node_scale(chip, e), rows=mu.rows, cols=mu.cols,
+        array=mu.style == "array", local_bytes=local, core_mm=core_mm, die_mm=die_mm,
+        accumulator_pj=acc_pj, accumulator_on_core=acc_on_core,
+    )  # fmt: skip
 
 
-def _accumulator_cost(chip: ChipSpec, e: EnergyTable, core_mm: float) -> tuple[float, float]:
-    """(SRAM pJ per byte at 45 nm, wire mm) of a byte of the matrix unit's accumulators: the store
-    its family keeps them in (a dot-product unit), else the local SRAM half a core away."""
-    held = e.accumulator_store.get(chip.family)
-    if held is None or _matrix_unit(chip).style == "array":
-        return e.local_sram_pj_per_byte, core_mm
-    size = (held.capacity_kib / LOCAL_SRAM_KIB) ** e.sram_capacity_exponent
-    return e.local_sram_pj_per_byte * size, 0.0 if held.store == "tensor_memory" else core_mm
+def flop_parts(x: FlopInputs, energy: EnergyTable | None = None) -> dict[str, Num]:
+    """Picojoules of one dense matrix FLOP by part (the fields of `FlopEnergy`; module docstring),
+    for numbers or arrays. The largest square fp32 output tile the core-local SRAM holds, of side
+    sqrt(bytes / 4), sets how often a shared-SRAM operand is read again."""
+    e = energy or energy_table()
+    width = BYTES_PER_ELEMENT[x.fmt]
+    depth = x.rows if x.array else e.dot_product_bytes / width
+    operand_bytes = width / 2 * (1 / x.rows + 1 / x.cols)
+    acc_bytes = ACCUMULATOR_BYTES / (2 * depth)
+    shared_bytes = width / np.sqrt(x.local_bytes / 4)
+    acc_pj, acc_mm = x.accumulator_pj, (x.core_mm if x.accumulator_on_core else 0.0)
+    parts = {
+        "datapath": e.mac_pj[x.fmt] / 2 * x.scale,
+        "operands": (operand_bytes * e.local_sram_pj_per_byte + acc_bytes * acc_pj) * x.scale,
+        "operand_wires": (operand_bytes * x.core_mm + acc_bytes * acc_mm) * e.wire_pj_per_byte_mm,
+        "shared": shared_bytes * (e.shared_sram_pj_per_byte * x.scale + e.wire_pj_per_byte_mm * x.die_mm),
+    }
+    work = parts["datapath"] + parts["operands"] + parts["operand_wires"] + parts["shared"]
+    parts["clock"] = work * e.clock_share / (1 - e.clock_share)
+    return parts
 
 
 def flop_energy(chip: ChipSpec, precision: str, energy: EnergyTable | None = None) -> FlopEnergy:
@@ -295,23 +350,7 @@ def flop_energy(chip: ChipSpec, precision: str, energy: EnergyTable | None = Non
     0.124
     """
     e = energy or energy_table()
-    fmt = runs_as(chip, precision)
-    scale, mu = node_scale(chip, e), _matrix_unit(chip)
-    width = BYTES_PER_ELEMENT[fmt]
-    depth = mu.rows if mu.style == "array" else e.dot_product_bytes / width
-    operand_bytes = width / 2 * (1 / mu.rows + 1 / mu.cols)
-    acc_bytes = ACCUMULATOR_BYTES / (2 * depth)
-    shared_bytes = width / _output_tile(chip)
-    core_mm, die_mm = _distances_mm(chip, e)
-    acc_pj, acc_mm = _accumulator_cost(chip, e, core_mm)
-    parts = {
-        "datapath": e.mac_pj[fmt] / 2 * scale,
-        "operands": (operand_bytes * e.local_sram_pj_per_byte + acc_bytes * acc_pj) * scale,
-        "operand_wires": (operand_bytes * core_mm + acc_bytes * acc_mm) * e.wire_pj_per_byte_mm,
-        "shared": shared_bytes * (e.shared_sram_pj_per_byte * scale + e.wire_pj_per_byte_mm * die_mm),
-    }
-    clock = sum(parts.values()) * e.clock_share / (1 - e.clock_share)
-    return FlopEnergy(clock=clock, **parts)
+    return FlopEnergy(**{k: float(v) for k, v in flop_parts(flop_inputs(chip, precision, e), e).items()})
 
 
 def flop_pj(chip: ChipSpec, precision: str) -> float:
