@@ -55,6 +55,7 @@ class Recsys:
     metrics: tuple[str, ...] = ("per_s", "batch", "p99_s")
     _systems: dict[tuple[float, float], RecsysSystem | str] = field(default_factory=dict)
     _lowered: dict[tuple[Layout, int], tuple[Ops, Ops]] = field(default_factory=dict)
+    _fits: dict[int, int] = field(default_factory=dict)
 
     def _system(self, chip: ChipSpec) -> System:
         return system_for(chip, self.chips, self.software, "recsys")[0]
@@ -113,13 +114,19 @@ class Recsys:
         return self._point(times, [p if isinstance(p, str) else "" for p in placed])
 
     def _fitting(self, rs: RecsysSystem) -> int:
-        """How many of the batch sizes fit beside the tables (`RecsysSystem.check_batch`)."""
-        for j, pairs in enumerate(self._pairs()):
-            try:
-                rs.check_batch(pairs)
-            except TapeoutError:
-                return j
-        return len(self.batches)
+        """How many of the batch sizes fit beside the tables (`RecsysSystem.check_batch`), once per
+        placement (`rs` is kept by `_placed`, so its id names it)."""
+        got = self._fits.get(id(rs))
+        if got is None:
+            got = len(self.batches)
+            for j, pairs in enumerate(self._pairs()):
+                try:
+                    rs.check_batch(pairs)
+                except TapeoutError:
+                    got = j
+                    break
+            self._fits[id(rs)] = got
+        return got
 
     def _group(self, rs: RecsysSystem, layout: Layout, d: Designs, seen: dict[Op, tuple[Floats, Floats]],
                rows: list[int]) -> Floats:  # fmt: skip

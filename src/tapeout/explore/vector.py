@@ -108,6 +108,15 @@ class Designs:
         return self._array("l2", lambda c: c.sram_shared_bytes)
 
     @cached_property
+    def all_shared_sram(self) -> bool:
+        """Every design has shared SRAM (the matmul rule's L2 blocking applies to all)."""
+        return bool((self.shared_sram > 0).all())
+
+    @cached_property
+    def rows(self) -> Ints:
+        return np.arange(len(self.chips))
+
+    @cached_property
     def granularity(self) -> Floats:
         return self._array("gran", lambda c: c.memory.access_granularity_bytes)
 
@@ -245,21 +254,22 @@ def _matmul(op: Matmul, d: Designs) -> tuple[Floats, Floats]:
     out_tiles = m_tiles * n_tiles * g
     few = out_tiles < cores
     splits = np.where(few, np.minimum(np.floor(cores / out_tiles), k // SPLIT_K_MIN_DEPTH), 1.0)
-    splits = np.where(splits > 1, splits, 1.0)
+    splits = np.maximum(splits, 1.0)
     waves = np.ceil(out_tiles * splits / cores)
-    compute = waves * 2.0 * tm * tn * (k / splits) / core_rate
-    side = np.sqrt(np.where(few, out_tiles, cores) * tm * tn)
-    side = np.where(side > l2_side, side, l2_side)
+    area = tm * tn
+    compute = waves * 2.0 * area * (k / splits) / core_rate
+    side = np.maximum(np.sqrt(np.where(few, out_tiles, cores) * area), l2_side)
     span_m, span_n = m_tiles * tm, n_tiles * tn
-    bm = np.where(span_m < side, span_m, np.where(side > tm, side, tm))
-    bn = np.where(span_n < side, span_n, np.where(side > tn, side, tn))
-    bm, bn = np.where(l2 > 0, bm, tm), np.where(l2 > 0, bn, tn)
+    bm = np.where(span_m < side, span_m, np.maximum(side, tm))
+    bn = np.where(span_n < side, span_n, np.maximum(side, tn))
+    if not d.all_shared_sram:
+        bm, bn = np.where(l2 > 0, bm, tm), np.where(l2 > 0, bn, tn)
     traffic = g * (a_bytes * np.ceil(n / bn) + b_bytes * np.ceil(m / bm) + c_bytes)
     traffic = traffic + np.where(splits > 1, g * 2 * splits * m * n * 4, 0)
     memory = traffic / d.memory_rate[:, None]
     t = np.where(valid, np.maximum(compute, memory), np.inf)
-    best = np.argmin(t, axis=1)[:, None]
-    compute, memory, traffic = (np.take_along_axis(a, best, 1)[:, 0] for a in (compute, memory, traffic))
+    rows, best = d.rows, np.argmin(t, axis=1)
+    compute, memory, traffic = compute[rows, best], memory[rows, best], traffic[rows, best]
     time = _finish(d, compute, memory, cal.kernel_overhead_us * 1e-6)
     return time, op.flops * d.joules(p) + traffic * d.dram_joules
 
