@@ -258,13 +258,10 @@ def _raw(**changes: object) -> dict:
         ),
         ({"base": "tapeout-x9"}, "unknown base 'tapeout-x9'"),
         ({"base": "mtia-v1", "knobs": {"memory.interfaces": [4]}}, "knobs.memory.interfaces': unknown knob"),
-        (
-            {"mix": [{"name": "c", "kind": "program"}]},
-            "'program': compiled programs (tapeout compile) are not yet",
-        ),
+        ({"mix": [{"name": "c", "kind": "program"}]}, "mix 'c': field 'program': expected a name, got"),
         (
             {"mix": [{"name": "c", "kind": "llm_inference"}]},
-            "unknown 'llm_inference'; known: llm_serving, llm_training, recsys",
+            "unknown 'llm_inference'; known: llm_serving, llm_training, program, recsys",
         ),
         (
             {"mix": [{**MIX["chat"], "name": "c", "tpot_limit_s": -1}]},

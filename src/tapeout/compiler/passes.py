@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tapeout.compiler.lower import Lowered
 from tapeout.errors import DoesNotFit
 from tapeout.hardware.spec import ChipSpec
 from tapeout.perf.matmul import Tiling, matmul_tiling
 from tapeout.perf.system import System
 from tapeout.units import GB, MIB
 from tapeout.workloads.ops import Elementwise, Matmul, Op, OpKind, Reduce, rebuild
+
+if TYPE_CHECKING:  # the lowering imports torch; a saved program is read without it
+    from tapeout.compiler.lower import Lowered
 
 FUSES_INTO = (OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.REDUCE)
 

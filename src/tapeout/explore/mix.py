@@ -128,6 +128,8 @@ def ladder(top: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
-    """What every entry is lowered with: the software profile of our chips."""
+    """What every entry is lowered with: the software profile of our chips, and the folder of the
+    space file (files an entry names are read beside it)."""
 
     software: str
+    folder: str = "."

@@ -15,8 +15,9 @@ objectives and a search. `docs/explore.md` documents the file; `load_space` read
     objectives: {usd_per_million: min, throughput: max}
     search: {strategy: random, budget: 2000, seed: 0}
 
-The space's hash covers everything but `search` (and the base design's contents, not its name):
-a store is of one space, whatever the budget, seed or strategy that filled it.
+The space's hash covers everything but `search` (and the base design's contents, not its name,
+and the contents of the compiled programs its mix names): a store is of one space, whatever the
+budget, seed or strategy that filled it.
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ class Space:
     search: Search
     hash: str
     catalog: bool = False  # the base is a catalog chip (`explore.variant`), not a design file
+    folder: str = "."  # of the space file: the files it names are read beside it
 
     def lower(self) -> list[Workload]:
         """The mix's workloads, each lowered once."""
-        context = Context(software=self.software)
+        context = Context(software=self.software, folder=self.folder)
         return [lower(raw, i, self.origin, context) for i, raw in enumerate(self.mix)]
 
     @property
@@ -134,14 +136,27 @@ def parse_space(
     if len(set(names)) != len(names):
         raise TapeoutError(f"{origin}: field 'mix': two entries share a name: {names}")
     evaluated = {k: v for k, v in data.items() if k != "search"}
-    digest = json.dumps({"space": evaluated, "base": base}, sort_keys=True, default=str)
+    files = _named_files(mix, folder)
+    digest = json.dumps({"space": evaluated, "base": base, **({"files": files} if files else {})},
+                        sort_keys=True, default=str)  # fmt: skip
     return Space(
         origin=origin, base_id=base_id, base=base, software=software, volume=volume,
         tco=_tco(data.get("tco"), origin), knobs=knobs, bounds=_bounds(data.get("constraints"), origin),
         mix=tuple(mix), objectives=_objectives(data.get("objectives"), origin),
         search=_search({**dict(data.get("search") or {}), **dict(search or {})}, origin),
-        hash=hashlib.sha256(digest.encode()).hexdigest()[:16], catalog=catalog,
+        hash=hashlib.sha256(digest.encode()).hexdigest()[:16], catalog=catalog, folder=str(folder),
     )  # fmt: skip
+
+
+def _named_files(mix: list[Any], folder: Path) -> dict[str, str]:
+    """The contents' hash of each file the mix names (a compiled program), so that a changed file
+    makes another space."""
+    out: dict[str, str] = {}
+    for entry in mix:
+        name = entry.get("program") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and (folder / name).is_file():
+            out[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    return out
 
 
 def _base(ref: Any, origin: str, folder: Path) -> tuple[str, Mapping[str, Any], bool]:
