@@ -62,8 +62,9 @@ class Bound:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Silicon:
-    """A design before any workload: its chip (None when the design is not a valid chip), its
-    metrics, and why it fails (empty when it passes every constraint and check)."""
+    """A design before any workload: its chip (None when the design is not a valid chip, and for a
+    design costed in a batch that fails a constraint or check: no workload reads it), its metrics,
+    and why it fails (empty when it passes every constraint and check)."""
 
     chip: ChipSpec | None
     metrics: Mapping[str, float]
