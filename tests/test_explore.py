@@ -331,6 +331,32 @@ def test_nsga2_is_deterministic_for_a_seed():
     assert len(first) == 24 and first == run()
 
 
+@pytest.mark.slow
+def test_nsga2_asks_as_optunas_stock_sampler(monkeypatch):
+    """The sampler that keeps its search space and parents asks for the designs the stock
+    NSGA-II sampler asks for, generation after generation."""
+    optuna = pytest.importorskip("optuna", reason="the nsga2 strategy needs Optuna (the explore extra)")
+    from tapeout.explore import search
+
+    space = load_space(ROOT / "examples" / "explore-inference-chip.yaml")
+    ev = Evaluator(space)
+
+    def run() -> list:
+        s, seen = search.Nsga2(space, 1000, 7), []
+        while points := s.ask(200):
+            s.tell(points, ev.evaluate_batch(points))
+            seen += points
+        return seen
+
+    ours = run()
+    monkeypatch.setattr(
+        search,
+        "_sampler",
+        lambda _o, _s, population, seed: optuna.samplers.NSGAIISampler(population_size=population, seed=seed),
+    )
+    assert ours == run()
+
+
 def _naive_front(values: np.ndarray, directions: list[str]) -> list[int]:
     c = values * np.array([-1 if d == "max" else 1 for d in directions])
     return [

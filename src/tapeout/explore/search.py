@@ -112,7 +112,7 @@ class Nsga2:
         self._fail = optuna.trial.TrialState.FAIL
         self._space, self._left = space, budget or DEFAULT_BUDGET
         self._population = space.search.population
-        sampler = optuna.samplers.NSGAIISampler(population_size=self._population, seed=seed)
+        self._sampler = sampler = _sampler(optuna, space, self._population, seed)
         directions = ["maximize" if o.direction == "max" else "minimize" for o in space.objectives]
         self._study = optuna.create_study(directions=directions, sampler=sampler)
         self._trials: list[Any] = []
@@ -134,6 +134,58 @@ class Nsga2:
                 warnings.simplefilter("ignore")
                 trial.set_constraint("violation", r.violation if not r.feasible else 0.0)
             self._study.tell(trial, values)
+            self._sampler.completed = True
+
+
+def _sampler(optuna: Any, space: Space, population: int, seed: int) -> Any:
+    """Optuna's NSGA-II sampler, with two of its steps kept rather than redone for every trial
+    (both grow with the study, so a long search spent most of its time there); it asks and
+    selects exactly as the stock sampler (`tests/test_explore.py`).
+
+    - The search space: the stock sampler infers it for every trial as the intersection of the
+      finished trials' distributions (deep copies of them all). Every trial here asks every knob
+      with the same distribution, so that intersection is the knobs' distributions, sorted by
+      name, once a trial has finished. Knobs of one value are left out, as the stock sampler
+      leaves them (sampled independently).
+    - A generation's parents, selected once and kept."""
+    distributions = {k.name: _distribution(optuna, k) for k in space.knobs}
+    relative = {name: d for name, d in sorted(distributions.items()) if not d.single()}  # by name, as Optuna
+
+    class FixedSpace(optuna.samplers.NSGAIISampler):  # type: ignore[misc]
+        completed = False  # set when a trial is told its values (`Nsga2.tell`)
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._parents: dict[int, list[Any]] = {}
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            # Before any trial completes, the stock sampler's intersection is empty.
+            return dict(relative) if self.completed else {}
+
+        def get_parent_population(self, study: Any, generation: int) -> list[Any]:
+            # The stock sampler selects a generation's parents once, then finds them again among
+            # all the study's trials for every child; finished trials do not change, so keep them.
+            got = self._parents.get(generation)
+            if got is None:  # selected now, in the selection's order; found again in trial order
+                got = super().get_parent_population(study, generation)
+                self._parents[generation] = sorted(got, key=lambda t: t.number)
+            return got
+
+    return FixedSpace(population_size=population, seed=seed)
+
+
+def _distribution(optuna: Any, k: Knob) -> Any:
+    """The Optuna distribution a knob is asked with (`_suggest`)."""
+    d = optuna.distributions
+    if k.choices:
+        return d.CategoricalDistribution(list(range(len(k.choices))))
+    if k.spec.kind == "int":
+        return d.IntDistribution(
+            int(k.low), int(k.high), step=int(k.step) if k.step is not None else 1, log=k.log
+        )
+    if k.step is not None:
+        return d.IntDistribution(0, len(k.grid()) - 1)
+    return d.FloatDistribution(k.low, k.high, log=k.log)
 
 
 def _suggest(trial: Any, k: Knob) -> Value:
