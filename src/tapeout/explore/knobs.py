@@ -15,7 +15,7 @@ chip is the base's divided by its links, times the knob's count.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, get_args
@@ -104,12 +104,18 @@ class Knob:
 
     def sample(self, rng: np.random.Generator) -> Value:
         """One random value: uniform over the choices or the steps, log-uniform for `log`."""
+        return self.sampler()(rng)
+
+    def sampler(self) -> Callable[[np.random.Generator], Value]:
+        """`sample` with the knob's grid looked up once, for drawing many values."""
         if self.choices or self.step is not None:
             values = self.grid()
-            return values[int(rng.integers(len(values)))]
+            count = len(values)
+            return lambda rng: values[int(rng.integers(count))]
         if self.log:
-            return self._typed(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return self._typed(rng.uniform(self.low, self.high))
+            low, high = math.log(self.low), math.log(self.high)
+            return lambda rng: self._typed(math.exp(rng.uniform(low, high)))
+        return lambda rng: self._typed(rng.uniform(self.low, self.high))
 
     def _typed(self, x: float) -> Value:
         return round(float(x)) if self.spec.kind == "int" else round(float(x), 12)

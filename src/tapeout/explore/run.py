@@ -103,8 +103,8 @@ def explore(
         while points := ask.ask(batch * ex.workers * ROUND_CHUNKS):
             new: list[tuple[int, str, dict[str, Any]]] = []
             asked: set[str] = set()
-            for p in points:
-                k = key(space, p)
+            keys = [key(space, p) for p in points]
+            for p, k in zip(points, keys, strict=True):
                 if k not in known and k not in asked:
                     new.append((order, k, p))
                     asked.add(k)
@@ -122,7 +122,7 @@ def explore(
                     progress(Progress(done=len(known), evaluated=evaluated, budget=space.search.budget,
                                       elapsed_s=time.perf_counter() - started, best=best,
                                       objective=space.objectives[0].metric))  # fmt: skip
-            ask.tell(points, [known[key(space, p)].result for p in points])
+            ask.tell(points, [known[k].result for k in keys])
     finally:
         ex.close()
     rows = sorted(known.values(), key=lambda r: r.index)

@@ -37,7 +37,7 @@ INSTALL = "the nsga2 strategy needs Optuna: pip install 'tapeout[explore]'"
 
 def key(space: Space, point: Mapping[str, Value]) -> str:
     """A design's identity: its knob values in the space's order, as JSON."""
-    return json.dumps([point[n] for n in space.names])
+    return json.dumps([point[k.name] for k in space.knobs])
 
 
 class Strategy(Protocol):
@@ -78,20 +78,21 @@ class Random:
     def __init__(self, space: Space, budget: int | None, seed: int) -> None:
         self._space, self._left = space, budget or DEFAULT_BUDGET
         self._rng = np.random.default_rng(seed)
-        self._seen: set[str] = set()
+        self._seen: set[tuple[Value, ...]] = set()
+        self._samplers = [k.sampler() for k in space.knobs]
         discrete = all(k.choices or k.step is not None for k in space.knobs)
         self._size = grid_size(space.knobs) if discrete else None
 
     def ask(self, n: int) -> list[Point]:
         out: list[Point] = []
         draws = DRAWS_PER_DESIGN * n
+        knobs, rng, samplers = self._space.knobs, self._rng, self._samplers
         while len(out) < min(n, self._left) and draws > 0 and len(self._seen) != self._size:
             draws -= 1
-            p = {k.name: k.sample(self._rng) for k in self._space.knobs}
-            k = key(self._space, p)
-            if k not in self._seen:
-                self._seen.add(k)
-                out.append(p)
+            values = tuple(draw(rng) for draw in samplers)
+            if values not in self._seen:
+                self._seen.add(values)
+                out.append({k.name: v for k, v in zip(knobs, values, strict=True)})
         self._left -= len(out)
         return out
 

@@ -124,11 +124,15 @@ class Store:
             **{f"knob.{n}": [r.result.knobs[n] for r in rows] for n in names},
             **{f"metric.{m}": [float(r.result.metrics.get(m, math.nan)) for r in rows] for m in metrics},
             "feasible": [r.result.feasible for r in rows], "reason": [r.result.reason for r in rows],
-            "violation": [r.result.violation for r in rows],
+            "violation": [float(r.result.violation) for r in rows],
         }  # fmt: skip
         meta = {b"space_hash": self.manifest["space_hash"].encode(),
                 b"model_version": self.manifest["model_version"].encode()}  # fmt: skip
-        table = pa.table(columns).replace_schema_metadata(meta)
+        types = {"index": pa.int64(), "key": pa.string(), "feasible": pa.bool_(), "reason": pa.string(),
+                 "violation": pa.float64(), **{f"metric.{m}": pa.float64() for m in metrics}}  # fmt: skip
+        table = pa.table(
+            {c: pa.array(v, type=types.get(c) or _arrow_type(pa, v[0])) for c, v in columns.items()}
+        ).replace_schema_metadata(meta)
         name = "part-" + hashlib.sha256("\n".join(r.key for r in rows).encode()).hexdigest()[:20] + ".parquet"
         tmp = self.folder / (name + f".tmp{os.getpid()}")
         pq.write_table(table, tmp)
@@ -174,6 +178,15 @@ class Store:
                 violation=float(data["violation"][i]),
             )  # fmt: skip
             yield Row(index=int(data["index"][i]), key=str(data["key"][i]), result=r)
+
+
+def _arrow_type(pa: Any, first: Any) -> Any:
+    """A knob column's Arrow type from its first value (a knob's values are of one kind: whole
+    numbers, numbers or names). Types are given, not inferred: inferring imports optional modules
+    on every column, a third of a big sweep's writing."""
+    if isinstance(first, int):
+        return pa.int64()
+    return pa.float64() if isinstance(first, float) else pa.string()
 
 
 def _float(x: Any) -> float:
