@@ -287,6 +287,16 @@ def test_bad_space_is_named(change, message):
     assert message in str(err.value)
 
 
+def test_a_base_that_is_no_valid_design_is_refused(tmp_path):
+    import yaml
+
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**BASE, "clock_ghz": -1}))
+    with pytest.raises(
+        TapeoutError, match=r"mine.yaml: tapeout-i1: field 'clock_ghz': .*\(got -1\) \(unit: GHz\)"
+    ):
+        parse_space({**_raw(), "base": "mine.yaml"}, "s", tmp_path)
+
+
 def test_space_hash_ignores_the_search_and_follows_the_rest():
     a = parse_space(_raw(), "s", ROOT)
     assert parse_space(_raw(search={"budget": 5, "seed": 3}), "s", ROOT).hash == a.hash

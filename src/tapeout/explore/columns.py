@@ -103,17 +103,17 @@ class _Group:
         try:
             if not chips:
                 raise TapeoutError("no design of the group makes a chip")
-            metrics, power = self._figures(next(iter(chips.values())))
+            figures = self._figures(next(iter(chips.values())))
         except TapeoutError:  # what the group shares cannot be costed: each design says why
             return [self._scalar(p) for p in self.points]
-        return [self._judge(i, p, metrics, power, chips) for i, p in enumerate(self.points)]
+        return [self._judge(i, p, figures, chips) for i, p in enumerate(self.points)]
 
     def _scalar(self, p: Mapping[str, Value]) -> Silicon:
         return silicon(self.base, p, origin=self.origin, volume=self.volume, tco=self.tco, bounds=self.bounds)
 
-    def _figures(self, rep: ChipSpec) -> tuple[dict[str, Floats], dict[str, Floats]]:
-        """Every silicon metric of every design of the group, and its power by part; `rep` is the
-        chip of one of them."""
+    def _figures(self, rep: ChipSpec) -> tuple[dict[str, Floats], ...]:
+        """Every silicon metric of every design of the group, its power by part, and what the
+        checks read besides (dies per wafer, memory sites); `rep` is the chip of one of them."""
         d, s, e = self.design, silicon_data(), energy_table()
         mu = d.matrix_unit
         cores = self.column("num_cores", d.num_cores)
@@ -169,11 +169,11 @@ class _Group:
             "bf16_tflops": got["bf16_tflops"] * TERA / 1e12,
             "sustained_clock": sustained_clock(tdp, power["idle_w"], power["memory_w"], power["compute_w"]),
             "tco_usd_per_hour": usd_per_hour(tco_parts(unit, tdp, self.tco)),
-            "_dies_per_wafer": dies_per_wafer(area, s.wafer_diameter_mm), "_sites": interfaces,
         }  # fmt: skip
-        shape = cores.shape
-        return ({k: np.broadcast_to(v, shape) for k, v in metrics.items()},
-                {k: np.broadcast_to(v, shape) for k, v in power.items()})  # fmt: skip
+        checks = {"dies_per_wafer": dies_per_wafer(area, s.wafer_diameter_mm), "sites": interfaces}
+        return tuple(
+            {k: np.broadcast_to(v, cores.shape) for k, v in f.items()} for f in (metrics, power, checks)
+        )
 
     def flop_pj(self, precision: str) -> Floats:
         """`perf.energy.flop_pj` of every design of the group at `precision`."""
@@ -191,25 +191,26 @@ class _Group:
         """Joules of one matrix FLOP at `precision` on design i."""
         return float(self.flop_pj(precision)[i]) * PJ
 
-    def _judge(self, i: int, p: Mapping[str, Value], metrics: dict[str, Floats], power: dict[str, Floats],
+    def _judge(self, i: int, p: Mapping[str, Value], figures: tuple[dict[str, Floats], ...],
                chips: dict[int, ChipSpec]) -> Silicon:  # fmt: skip
         """Design i's silicon: its metrics, the constraints and checks it fails, and its chip when
-        it passes them."""
+        it passes them (`figures`: `_figures`)."""
+        metrics, power, checks = figures
         d = self.design
         problem = stack_problem(str(p.get("memory.type", d.memory.type)),
                                 float(p.get("memory.gb_per_interface", d.memory.gb_per_interface)))  # fmt: skip
         area = float(metrics["die_area_mm2"][i])
-        if not problem and metrics["_dies_per_wafer"][i] < 1:
+        if not problem and checks["dies_per_wafer"][i] < 1:
             problem = wafer_problem(area)
         if problem:
             return Silicon(chip=None, metrics={}, reason=f"{d.id}: {problem}", violation=1.0)
-        m = {k: float(v[i]) for k, v in metrics.items() if not k.startswith("_")}
+        m = {k: float(v[i]) for k, v in metrics.items()}
         reason, violation = constraints(m, self.bounds)
         if reason:
             return Silicon(chip=None, metrics=m, reason=reason, violation=violation)
         watts = Power(**{k: float(v[i]) for k, v in power.items()})
         hbm = str(p.get("memory.type", d.memory.type)) in HBM_STACK_GB_S
-        problem = design_problem(area, hbm, float(metrics["_sites"][i]), watts, silicon_data())
+        problem = design_problem(area, hbm, float(checks["sites"][i]), watts, silicon_data())
         if problem:
             return Silicon(chip=None, metrics=m, reason=f"{d.id}: {problem}", violation=1.0)
         try:

@@ -39,7 +39,7 @@ from tapeout.explore.mix import Context, Workload, from_fields
 from tapeout.explore.silicon import SILICON_METRICS, Bound
 from tapeout.explore.variant import catalog_knobs, stack_gb
 from tapeout.hardware.catalog import CATALOG_DIR, DESIGNS_DIR
-from tapeout.hardware.design import HBM_STACK_GB
+from tapeout.hardware.design import HBM_STACK_GB, expand_design
 
 SCHEMA = "tapeout-space/1"
 SOFTWARE = ("mature", "launch")  # the profiles of chips with no measured software
@@ -178,6 +178,8 @@ def _base(ref: Any, origin: str, folder: Path) -> tuple[str, Mapping[str, Any], 
         known = [p.stem for p in DESIGNS_DIR.glob("*.yaml")] + [p.stem for p in CATALOG_DIR.glob("*.yaml")]
         raise unknown_id("base", ref, known)
     data = require_mapping(load_data_file(path), str(path), None, "<root>")
+    if not catalog:
+        expand_design(data, str(path))  # a base that is no valid design is refused by its field
     return str(data.get("id", ref)), data, catalog
 
 
