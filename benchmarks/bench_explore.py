@@ -11,7 +11,10 @@ three runs each (the machine is shared):
    the target is 10,000 designs/s per core;
 2. a sweep of `--sweep` designs (default 20,000) with the local executor (2 processes) and with
    a local Ray of 2 workers, and their ratio (target: Ray within 1.5x), with and without Ray's
-   start-up.
+   start-up;
+3. NSGA-II's own bookkeeping (Optuna's ask and tell, evaluation excluded) a design over a search
+   of `--nsga` designs of the example space, with our sampler and with Optuna's stock one, which
+   asks for the same designs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from tapeout.explore import explore
 from tapeout.explore.evaluate import Evaluator
-from tapeout.explore.search import Random
+from tapeout.explore.search import Nsga2, Random
 from tapeout.explore.space import Space, load_space
 
 ROOT = Path(__file__).parent.parent
@@ -82,11 +85,44 @@ def _sweep(space_file: Path, kind: str) -> float:
         return time.perf_counter() - t
 
 
+def _nsga(space: Space, budget: int, stock: bool) -> float:
+    """Milliseconds of ask and tell a design over a search of `budget` designs."""
+    import optuna
+
+    from tapeout.explore import search
+
+    ours = search._sampler
+    if stock:
+        search._sampler = lambda _o, _s, population, seed: optuna.samplers.NSGAIISampler(
+            population_size=population, seed=seed
+        )
+    try:
+        return _search_ms(space, search.Nsga2(space, budget, 0))
+    finally:
+        search._sampler = ours
+
+
+def _search_ms(space: Space, s: Nsga2) -> float:
+    ev, spent, n = Evaluator(space), 0.0, 0
+    while True:
+        t = time.perf_counter()
+        points = s.ask(space.search.population)
+        spent += time.perf_counter() - t
+        if not points:
+            return 1e3 * spent / n
+        results = ev.evaluate_batch(points)
+        t = time.perf_counter()
+        s.tell(points, results)
+        spent += time.perf_counter() - t
+        n += len(points)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", type=int, default=4096, help="designs per rate measurement")
     parser.add_argument("--sweep", type=int, default=20_000, help="designs of the local-vs-Ray sweep")
     parser.add_argument("--no-ray", action="store_true", help="skip the sweeps")
+    parser.add_argument("--nsga", type=int, default=4000, help="designs of the NSGA-II search (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.yaml"
@@ -98,6 +134,11 @@ def main() -> None:
             rate, silicon_us, workloads_us, ok = _rate(space, args.designs)
             print(f"{name}: {rate:,.0f} designs/s per core (target 10,000); silicon {silicon_us:.0f} us a design, "
                   f"workloads {workloads_us:.0f} us a feasible design ({ok:,} of {args.designs:,} feasible)")  # fmt: skip
+        if args.nsga:
+            ours = _nsga(load_space(EXAMPLE), args.nsga, stock=False)
+            stock = _nsga(load_space(EXAMPLE), args.nsga, stock=True)
+            print(f"NSGA-II bookkeeping over {args.nsga:,} designs: {ours:.2f} ms a design, Optuna's stock sampler "
+                  f"{stock:.2f} ms ({stock / ours:.2f}x)")  # fmt: skip
         if args.no_ray:
             return
         one.write_text(ONE % args.sweep)
